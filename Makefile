@@ -1,0 +1,82 @@
+# pygw: the two commands that matter are `make run` and `make test`.
+# Everything they need is installed by the targets below into ./.venv
+# (and, where missing, from Debian's packages: libuv1 for socketify, redis-server for tests).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+CARGO  ?= cargo
+
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: all run install dev system-deps test-deps native test test-rust test-py lint fmt bench clean
+
+all: dev
+
+# --- system packages -------------------------------------------------------
+# socketify's bundled uWS library links the system libuv (Debian: libuv1).
+system-deps:
+	@dpkg -s libuv1 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libuv1; }
+
+# Tests start their own redis-server on a free port; install it if absent.
+test-deps: system-deps
+	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+# --- python environment ----------------------------------------------------
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip "maturin>=1.7,<2"
+	@touch $@
+
+# Runtime install: builds the Rust extension (release) and installs pygw editable.
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(VENV)/bin/maturin develop --release -q
+	@touch $@
+
+# Development install: runtime plus test and lint tools (pytest, ruff, mypy, k6, ...).
+$(VENV)/.dev-installed: $(VENV)/.created pyproject.toml
+	$(VENV)/bin/maturin develop --release -q -E dev
+	@touch $@ $(VENV)/.installed
+
+install: system-deps $(VENV)/.installed native
+
+dev: system-deps $(VENV)/.dev-installed native
+
+# Rebuild the extension when Rust sources change (cargo makes this incremental).
+native: $(VENV)/.created
+	$(VENV)/bin/maturin develop --release -q --skip-install
+
+# --- run ---------------------------------------------------------------------
+run: install
+	$(VENV)/bin/pygw serve --host $(HOST) --port $(PORT)
+
+# --- tests -------------------------------------------------------------------
+test: dev test-deps lint test-rust test-py
+
+test-rust:
+	$(CARGO) test --workspace --release -q
+
+test-py:
+	$(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -q -- -D warnings
+
+fmt:
+	$(VENV)/bin/ruff format python tests benches examples
+	$(VENV)/bin/ruff check --fix python tests benches examples
+	$(CARGO) fmt --all
+
+# --- benchmarks --------------------------------------------------------------
+bench: dev
+	$(PY) -m benches all
+
+clean:
+	rm -rf $(VENV) target python/pygw/_native*.so

@@ -1,0 +1,1 @@
+"""pygw benchmarks: `python -m benches <name> --help`."""
