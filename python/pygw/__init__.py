@@ -1,1 +1,38 @@
-"""pygw: a real-time gateway (auth, sessions, WebSockets, channels) on uWebSockets with a Rust core."""
+"""pygw: a real-time gateway on uWebSockets with a Rust core.
+
+Auth, sessions, WebSockets and channels, on one node or many sharing Redis.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = metadata.version("pygw")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+if TYPE_CHECKING:
+    from pygw.config import Settings
+    from pygw.gateway import Gateway
+    from pygw.publisher import Publisher
+
+__all__ = ["Gateway", "Publisher", "Settings", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing pygw (e.g. for the CLI's --help) must not load the uWS library.
+    if name == "Gateway":
+        from pygw.gateway import Gateway
+
+        return Gateway
+    if name == "Publisher":
+        from pygw.publisher import Publisher
+
+        return Publisher
+    if name == "Settings":
+        from pygw.config import Settings
+
+        return Settings
+    raise AttributeError(name)

@@ -1,0 +1,3 @@
+from pygw.cli import main
+
+raise SystemExit(main())

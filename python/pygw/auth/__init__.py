@@ -1,0 +1,1 @@
+"""Authentication: password hashing, JWT issue/verify/revocation, login flows."""

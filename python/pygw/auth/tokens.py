@@ -1,0 +1,95 @@
+"""JWT issue and verification.
+
+Verification runs in the native extension (``pygw._native.TokenCodec``) with a bounded cache of
+verified tokens; a cache hit still checks expiry and the revoked-jti set, which every node keeps
+in memory, loads from storage at start and updates from the control bus.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from pygw._native import Claims, TokenCodec
+from pygw.config import Settings
+
+TokenType = Literal["access", "refresh"]
+
+
+@dataclass(slots=True, frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    exp: int
+    iat: int
+
+
+def _public_from_private(private_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def build_codec(settings: Settings) -> TokenCodec:
+    if settings.algorithm.startswith("HS"):
+        return TokenCodec(
+            settings.algorithm,
+            secret=settings.secret_key.encode(),
+            cache_size=settings.token_cache_size,
+        )
+    public = settings.jwt_public_key
+    if public is None and settings.jwt_private_key is not None:
+        public = _public_from_private(settings.jwt_private_key)
+    return TokenCodec(
+        settings.algorithm,
+        private_key_pem=settings.jwt_private_key,
+        public_key_pem=public,
+        cache_size=settings.token_cache_size,
+    )
+
+
+class TokenService:
+    def __init__(self, settings: Settings, codec: TokenCodec | None = None) -> None:
+        self.codec = codec or build_codec(settings)
+        self.access_ttl = settings.access_ttl
+        self.refresh_ttl = settings.refresh_ttl
+
+    def issue(
+        self,
+        *,
+        username: str,
+        role: str,
+        session_id: str,
+        family: str,
+        typ: TokenType = "access",
+        now: int | None = None,
+    ) -> IssuedToken:
+        iat = int(time.time()) if now is None else now
+        exp = iat + (self.access_ttl if typ == "access" else self.refresh_ttl)
+        jti = uuid.uuid4().hex
+        payload = {
+            "sub": username,
+            "user_id": username,
+            "role": role,
+            "exp": exp,
+            "iat": iat,
+            "jti": jti,
+            "sid": session_id,
+            "fam": family,
+            "typ": typ,
+        }
+        return IssuedToken(self.codec.sign(orjson.dumps(payload)), jti, exp, iat)
+
+    def verify(self, token: str, typ: TokenType = "access") -> Claims:
+        """Raises pygw._native.InvalidToken / ExpiredToken / RevokedToken."""
+        return self.codec.verify(token, typ=typ)
+
+    def revoke_local(self, jti: str, exp: int) -> None:
+        self.codec.revoke(jti, exp)

@@ -1,0 +1,299 @@
+"""Redis broker: publications and control messages reach every node through Redis pub/sub.
+
+A publication is one Lua script (one round trip): it assigns the channel's next offset, appends
+to the channel's history list if configured, builds the client frame once and PUBLISHes it with a
+small ``<offset>:<publish µs>:`` prefix. Every node subscribed to the channel — the publishing
+node included — receives it exactly once and hands the frame to uWS untouched.
+
+Keys (all under ``pygw:``): ``pygw:chmeta:{channel}`` hash (epoch, offset, ttl),
+``pygw:hist:{channel}`` list of ``<offset>:<µs>:<data>``, ``pygw:presence:{channel}`` hash
+client -> JSON, ``pygw:node:{id}`` heartbeat with the node's stats, ``pygw:nodes`` set.
+Pub/sub channels: ``pygw:ch:{channel}`` and ``pygw:control``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pygw._native import encode_message
+from pygw.broker.base import Broker, BrokerHandler, Publication, Recovery
+from pygw.broker.pubsub import PubSubLink
+from pygw.errors import BackendUnavailable
+
+log = logging.getLogger("pygw.broker")
+
+CONTROL = b"pygw:control"
+CHANNEL_PREFIX = b"pygw:ch:"
+META_TTL = 7 * 86400
+HEARTBEAT_EVERY = 5.0
+HEARTBEAT_TTL = 15
+
+PUBLISH_LUA = """
+local offset = 0
+local epoch = ''
+local envelope
+if ARGV[8] == '1' then
+  epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if not epoch then
+    epoch = ARGV[7]
+    redis.call('HSET', KEYS[1], 'epoch', epoch)
+    redis.call('DEL', KEYS[2])
+  end
+  offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+  redis.call('HSET', KEYS[1], 'ttl', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+  envelope = '{"type":"message","channel":' .. ARGV[1] .. ',"data":' .. ARGV[2]
+    .. ',"offset":' .. offset .. '}'
+  local size = tonumber(ARGV[3])
+  if size > 0 then
+    redis.call('RPUSH', KEYS[2], offset .. ':' .. ARGV[5] .. ':' .. ARGV[2])
+    redis.call('LTRIM', KEYS[2], -size, -1)
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+  end
+else
+  envelope = '{"type":"message","channel":' .. ARGV[1] .. ',"data":' .. ARGV[2] .. '}'
+end
+redis.call('PUBLISH', ARGV[6], offset .. ':' .. ARGV[5] .. ':' .. envelope)
+return {offset, epoch}
+"""
+
+
+@contextlib.asynccontextmanager
+async def _redis_errors(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise BackendUnavailable(f"Redis unavailable ({what}): {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class RedisBroker(Broker):
+    name = "redis"
+
+    def __init__(self, url: str, *, node_id: str, socket_timeout: float = 2.0) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            health_check_interval=30,
+        )
+        self._handler: BrokerHandler | None = None
+        self._link = PubSubLink(url, self._on_message, self._on_reconnect)
+        self._publish_sha: str | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        await self._link.start({CONTROL})
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        with contextlib.suppress(Exception):
+            await self.redis.delete(f"pygw:node:{self.node_id}")
+            await self.redis.srem("pygw:nodes", self.node_id)
+        await self._link.close()
+        await self.redis.aclose()
+        self._handler = None
+
+    async def _beat(self) -> None:
+        key = f"pygw:node:{self.node_id}"
+        while True:
+            stats = self.stats_provider() if self.stats_provider is not None else {}
+            stats["ts"] = time.time()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, orjson.dumps(stats), ex=HEARTBEAT_TTL)
+                    pipe.sadd("pygw:nodes", self.node_id)
+                    await pipe.execute()
+            except Exception as exc:  # Redis away: try again next beat
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    # -- incoming ----------------------------------------------------------------------------------
+    def _on_message(self, channel: bytes, payload: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        if channel == CONTROL:
+            handler.on_control(orjson.loads(payload))
+            return
+        offset, published, envelope = payload.split(b":", 2)
+        name = channel[len(CHANNEL_PREFIX) :].decode()
+        handler.on_publication(name, int(offset), envelope, int(published))
+
+    def _on_reconnect(self) -> None:
+        if self._handler is not None:
+            self._handler.on_resync()
+
+    # -- control -----------------------------------------------------------------------------------
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        message = {**message, "origin": self.node_id}
+        async with _redis_errors("control"):
+            await self.redis.publish(CONTROL, orjson.dumps(message))
+
+    # -- channels ----------------------------------------------------------------------------------
+    async def publish(
+        self,
+        channel: str,
+        data_json: bytes,
+        *,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+        with_offset: bool = True,
+    ) -> Publication:
+        target = CHANNEL_PREFIX + channel.encode()
+        now_us = time.time_ns() // 1000
+        if not with_offset:
+            envelope = encode_message(channel, data_json, None)
+            async with _redis_errors("publish"):
+                await self.redis.publish(target, b"0:%d:%s" % (now_us, envelope))
+            return Publication(0, "", envelope)
+        args = (
+            orjson.dumps(channel),
+            data_json,
+            history_size,
+            int(history_ttl * 1000),
+            now_us,
+            target,
+            _new_epoch(),
+            1,
+            META_TTL,
+        )
+        keys = (f"pygw:chmeta:{channel}", f"pygw:hist:{channel}")
+        async with _redis_errors("publish"):
+            offset, epoch = await self._eval_publish(keys, args)
+        epoch_s = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        return Publication(int(offset), epoch_s, encode_message(channel, data_json, int(offset)))
+
+    async def _eval_publish(self, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
+        if self._publish_sha is None:
+            self._publish_sha = await self.redis.script_load(PUBLISH_LUA)
+        try:
+            return await self.redis.evalsha(self._publish_sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted and lost its script cache
+            self._publish_sha = await self.redis.script_load(PUBLISH_LUA)
+            return await self.redis.evalsha(self._publish_sha, len(keys), *keys, *args)
+
+    async def subscribe(self, channel: str) -> None:
+        try:
+            await self._link.subscribe(CHANNEL_PREFIX + channel.encode())
+        except TimeoutError:
+            raise BackendUnavailable("Redis pub/sub unavailable (subscribe timed out)") from None
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._link.unsubscribe(CHANNEL_PREFIX + channel.encode())
+
+    async def _meta(self, channel: str, with_history: bool) -> tuple[str, int, float, list[bytes]]:
+        """(epoch, top, ttl seconds, raw history entries); creates the epoch if missing."""
+        meta = f"pygw:chmeta:{channel}"
+        async with _redis_errors("history"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(meta, "epoch", _new_epoch())
+            pipe.expire(meta, META_TTL, nx=True)
+            pipe.hmget(meta, "epoch", "offset", "ttl")
+            if with_history:
+                pipe.lrange(f"pygw:hist:{channel}", 0, -1)
+            results = await pipe.execute()
+        epoch, top, ttl_ms = results[2]
+        entries = results[3] if with_history else []
+        return (
+            epoch.decode(),
+            int(top or 0),
+            int(ttl_ms or 0) / 1000.0,
+            entries,
+        )
+
+    @staticmethod
+    def _parse(entries: list[bytes], ttl: float) -> list[tuple[int, bytes]]:
+        cutoff_us = (time.time() - ttl) * 1e6 if ttl > 0 else 0
+        out = []
+        for raw in entries:
+            off, ts, data = raw.split(b":", 2)
+            if int(ts) >= cutoff_us:
+                out.append((int(off), data))
+        return out
+
+    async def top(self, channel: str) -> tuple[str, int]:
+        epoch, top, _ttl, _ = await self._meta(channel, with_history=False)
+        return epoch, top
+
+    async def recover(self, channel: str, epoch: str, offset: int) -> Recovery:
+        current, top, ttl, raw = await self._meta(channel, with_history=True)
+        entries = [(off, data) for off, data in self._parse(raw, ttl) if off > offset]
+        recovered = (
+            current == epoch
+            and offset <= top
+            and (offset == top or (bool(entries) and entries[0][0] == offset + 1))
+        )
+        envelopes = [encode_message(channel, data, off) for off, data in entries]
+        return Recovery(envelopes, recovered, current, top)
+
+    async def history(
+        self, channel: str, since: int = 0, limit: int = 100
+    ) -> list[tuple[int, bytes]]:
+        _epoch, _top, ttl, raw = await self._meta(channel, with_history=True)
+        return [(off, data) for off, data in self._parse(raw, ttl) if off > since][:limit]
+
+    # -- nodes and presence ------------------------------------------------------------------------
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        async with _redis_errors("nodes"):
+            ids = sorted(_text(m) for m in await self.redis.smembers("pygw:nodes"))
+            if not ids:
+                return {}
+            values = await self.redis.mget([f"pygw:node:{i}" for i in ids])
+            dead = [i for i, v in zip(ids, values, strict=True) if v is None]
+            if dead:
+                await self.redis.srem("pygw:nodes", *dead)
+        return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
+    async def presence_join(self, channel: str, client_id: str, info: dict[str, Any]) -> None:
+        key = f"pygw:presence:{channel}"
+        async with (
+            _redis_errors("presence"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.hset(key, client_id, orjson.dumps({**info, "node": self.node_id}))
+            pipe.expire(key, META_TTL)
+            await pipe.execute()
+
+    async def presence_leave(self, channel: str, client_id: str) -> None:
+        async with _redis_errors("presence"):
+            await self.redis.hdel(f"pygw:presence:{channel}", client_id)
+
+    async def presence(self, channel: str) -> dict[str, dict[str, Any]]:
+        key = f"pygw:presence:{channel}"
+        async with _redis_errors("presence"):
+            raw = await self.redis.hgetall(key)
+            members = {_text(k): orjson.loads(v) for k, v in raw.items()}
+            nodes = sorted({str(m.get("node")) for m in members.values()})
+            alive = await self.redis.mget([f"pygw:node:{n}" for n in nodes]) if nodes else []
+            dead = {n for n, v in zip(nodes, alive, strict=True) if v is None and n != self.node_id}
+            stale = [k for k, m in members.items() if str(m.get("node")) in dead]
+            if stale:
+                await self.redis.hdel(key, *stale)
+        return {k: m for k, m in members.items() if k not in stale}

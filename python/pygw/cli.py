@@ -1,0 +1,256 @@
+"""Command line: ``pygw serve`` and ``pygw users create``.
+
+Every ``serve`` flag can also come from the environment (the original gateway's variable names,
+see ``--help``); a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pygw import __version__
+from pygw.config import ConfigError, Settings
+
+log = logging.getLogger("pygw.cli")
+
+ENV_HELP = """\
+environment (flags win over these):
+  HOST, PORT                      bind address (default 0.0.0.0:8000)
+  REDIS_URL                       use Redis (shared by every node); unset = embedded memory backend
+  PYGW_WORKERS                    worker processes sharing the port (needs Redis when > 1)
+  LOGGING_LEVEL                   DEBUG, INFO, WARNING, ERROR (default INFO)
+  SECRET_KEY, ALGORITHM           JWT signing (HS256 default; RS256/ES256/EdDSA with
+                                  PYGW_JWT_PRIVATE_KEY / PYGW_JWT_PUBLIC_KEY, PEM or @file)
+  ACCESS_TOKEN_EXPIRE_MINUTES     access token lifetime (default 30)
+  SESSION_TIMEOUT_MINUTES         session inactivity expiry (default 30)
+  BATCH_WRITE_INTERVAL_MS         write-behind flush interval (default 100)
+  PYGW_ADMIN_USERS                usernames that get role admin at register/login
+  PYGW_API_KEYS                   keys accepted in X-API-Key by the server API
+  PYGW_NAMESPACES                 channel namespaces (JSON list, or @file)
+  see README.md for the full list
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pygw",
+        description="pygw: real-time gateway (auth, sessions, WebSockets, channels).",
+    )
+    parser.add_argument("--version", action="version", version=f"pygw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway (HTTP API and WebSocket endpoint on one port).",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="bind address (env HOST; default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (env PORT; default 8000)")
+    serve.add_argument(
+        "--redis-url",
+        help="Redis URL, e.g. redis://localhost:6379/0 (env REDIS_URL); "
+        "without it pygw runs on its embedded memory backend (one node)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port with SO_REUSEPORT (env PYGW_WORKERS; default 1;"
+        " more than 1 needs Redis)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        type=str.upper,
+        help="log level (env LOGGING_LEVEL; default INFO)",
+    )
+
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", metavar="action")
+    create = users_sub.add_parser(
+        "create",
+        help="create a user (e.g. the first admin)",
+        description="Create a user in the configured backend (REDIS_URL). With the memory "
+        "backend the user lives only in this command's process, so this is for Redis.",
+    )
+    create.add_argument("username")
+    create.add_argument("--role", choices=["user", "admin"], default="user")
+    create.add_argument("--email", help="default: <username>@localhost")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.add_argument("--redis-url", help="env REDIS_URL")
+    return parser
+
+
+def configure_logging(level: str, json_logs: bool = False) -> None:
+    from pygw.logs import configure
+
+    configure(level, json_logs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "users" and args.users_command == "create":
+        return users_create(args)
+    parser.print_help()
+    return 2
+
+
+# -- serve --------------------------------------------------------------------------------------
+def serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            redis_url=args.redis_url,
+            workers=args.workers,
+            logging_level=args.log_level,
+        )
+    except ConfigError as exc:
+        print(f"pygw: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging_level, settings.json_logs)
+    if settings.workers > 1 and not settings.redis_url:
+        print(
+            "pygw: --workers > 1 needs --redis-url (REDIS_URL): the memory backend lives in one"
+            " process",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.generated_secret:
+        log.warning(
+            "SECRET_KEY is not set: using a random key; tokens will not survive a restart"
+            " and other nodes will not accept them"
+        )
+    if settings.workers == 1:
+        return run_worker(settings)
+    return supervise(settings)
+
+
+def run_worker(settings: Settings) -> int:
+    from pygw.gateway import Gateway
+
+    try:
+        Gateway(settings).run()
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def supervise(settings: Settings) -> int:
+    """Fork ``settings.workers`` gateway processes sharing the port; restart any that crash;
+    forward SIGTERM/SIGINT and wait for them to flush and exit."""
+    base_id = settings.gateway_id
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = run_worker(settings.replace(gateway_id=f"{base_id}-w{index}"))
+            os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i in range(settings.workers):
+        spawn(i)
+    log.info("pygw supervising %d workers on port %d", settings.workers, settings.port)
+    exit_code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
+            time.sleep(0.5)
+            spawn(index)
+        elif code not in (0, -signal.SIGTERM):
+            exit_code = 1
+    return exit_code
+
+
+# -- users create -------------------------------------------------------------------------------
+def users_create(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(redis_url=args.redis_url)
+    except ConfigError as exc:
+        print(f"pygw: {exc}", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"Password for {args.username}: ")
+    if len(password) < 8:
+        print("pygw: the password must have at least 8 characters", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print(
+            "pygw: warning: no REDIS_URL; the user is created in a throw-away memory backend",
+            file=sys.stderr,
+        )
+    return asyncio.run(_create_user(settings, args, password))
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> int:
+    from pygw.auth.passwords import PasswordHasher
+    from pygw.gateway import create_backends
+    from pygw.store.base import UserRecord
+
+    storage, _broker = create_backends(settings)
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        threads=1,
+    )
+    await storage.start()
+    try:
+        created = await storage.create_user(
+            UserRecord(
+                username=args.username,
+                email=args.email or f"{args.username}@localhost",
+                password=await hasher.hash(password),
+                role=args.role,
+            )
+        )
+    finally:
+        await storage.close()
+        hasher.close()
+    if not created:
+        print(f"pygw: user {args.username!r} already exists", file=sys.stderr)
+        return 1
+    print(f"created user {args.username!r} with role {args.role}")
+    return 0

@@ -1,0 +1,194 @@
+"""Settings: environment variables of the original gateway (same names, same meaning) plus
+``PYGW_*`` ones, overridable by CLI flags and by keyword arguments when embedding.
+
+Precedence: explicit arguments > environment > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
+
+
+class ConfigError(ValueError):
+    """A setting has a value pygw cannot use; the message names the setting."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _read_file_or_value(value: str) -> bytes:
+    """PEM settings accept the PEM text itself or ``@/path/to/file``."""
+    if value.startswith("@"):
+        return Path(value[1:]).read_bytes()
+    return value.encode()
+
+
+@dataclass(slots=True)
+class Settings:
+    # --- original gateway's settings (SPEC §1) ---
+    redis_url: str | None = None
+    secret_key: str = ""
+    algorithm: str = "HS256"
+    access_token_expire_minutes: float = 30
+    session_timeout_minutes: float = 30
+    host: str = "0.0.0.0"
+    port: int = 8000
+    logging_level: str = "INFO"
+    batch_write_interval_ms: int = 100
+    # --- pygw ---
+    workers: int = 1
+    gateway_id: str = ""
+    public_url: str | None = None
+    """Base used in ``ws_url`` (``ws://host:port``); default: the request's Host header."""
+    admin_users: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    jwt_private_key: bytes | None = None
+    jwt_public_key: bytes | None = None
+    refresh_token_expire_days: float = 7
+    token_cache_size: int = 100_000
+    max_body_bytes: int = 1 << 20
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19 * 1024
+    argon2_parallelism: int = 1
+    password_threads: int = 0
+    """Threads hashing passwords; 0 = one per CPU core."""
+    ping_interval: float = 25.0
+    inactivity_timeout: float = 60.0
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_backpressure: int = 1 << 20
+    ws_max_errors: int = 20
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+    allow_unknown_namespaces: bool = True
+    json_logs: bool = False
+    generated_secret: bool = False
+    """True when no SECRET_KEY was given and a random one was made for this process."""
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from the environment, then apply non-None ``overrides``."""
+        env = os.environ if env is None else env
+        s = cls()
+        get = env.get
+
+        def num(name: str, conv: Any, attr: str) -> None:
+            raw = get(name)
+            if raw is None or raw == "":
+                return
+            try:
+                setattr(s, attr, conv(raw))
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {conv.__name__}") from None
+
+        s.redis_url = get("REDIS_URL") or None
+        s.secret_key = get("SECRET_KEY", "")
+        s.algorithm = get("ALGORITHM", s.algorithm)
+        num("ACCESS_TOKEN_EXPIRE_MINUTES", float, "access_token_expire_minutes")
+        num("SESSION_TIMEOUT_MINUTES", float, "session_timeout_minutes")
+        s.host = get("HOST", s.host)
+        num("PORT", int, "port")
+        s.logging_level = get("LOGGING_LEVEL", s.logging_level)
+        num("BATCH_WRITE_INTERVAL_MS", int, "batch_write_interval_ms")
+
+        num("PYGW_WORKERS", int, "workers")
+        s.gateway_id = get("PYGW_GATEWAY_ID", "")
+        s.public_url = get("PYGW_PUBLIC_URL") or None
+        s.admin_users = _split(get("PYGW_ADMIN_USERS", ""))
+        s.api_keys = _split(get("PYGW_API_KEYS", ""))
+        if get("PYGW_JWT_PRIVATE_KEY"):
+            s.jwt_private_key = _read_file_or_value(env["PYGW_JWT_PRIVATE_KEY"])
+        if get("PYGW_JWT_PUBLIC_KEY"):
+            s.jwt_public_key = _read_file_or_value(env["PYGW_JWT_PUBLIC_KEY"])
+        num("PYGW_REFRESH_TOKEN_EXPIRE_DAYS", float, "refresh_token_expire_days")
+        num("PYGW_TOKEN_CACHE_SIZE", int, "token_cache_size")
+        num("PYGW_MAX_BODY_BYTES", int, "max_body_bytes")
+        num("PYGW_ARGON2_TIME_COST", int, "argon2_time_cost")
+        num("PYGW_ARGON2_MEMORY_KIB", int, "argon2_memory_kib")
+        num("PYGW_ARGON2_PARALLELISM", int, "argon2_parallelism")
+        num("PYGW_PASSWORD_THREADS", int, "password_threads")
+        num("PYGW_PING_INTERVAL", float, "ping_interval")
+        num("PYGW_INACTIVITY_TIMEOUT", float, "inactivity_timeout")
+        num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
+        num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
+        num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
+        ns = get("PYGW_NAMESPACES")
+        if ns:
+            raw = _read_file_or_value(ns)
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"PYGW_NAMESPACES is not valid JSON: {exc}") from None
+            if not isinstance(parsed, list):
+                raise ConfigError("PYGW_NAMESPACES must be a JSON list of namespace objects")
+            s.namespaces = parsed
+        s.allow_unknown_namespaces = get("PYGW_ALLOW_UNKNOWN_NAMESPACES", "true").lower() in (
+            "1",
+            "true",
+            "yes",
+        )
+        s.json_logs = get("PYGW_JSON_LOGS", "false").lower() in ("1", "true", "yes")
+
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if not hasattr(s, key):
+                raise ConfigError(f"unknown setting {key!r}")
+            setattr(s, key, value)
+        s.finalize()
+        return s
+
+    def finalize(self) -> None:
+        """Validate and fill derived defaults. Idempotent."""
+        self.logging_level = self.logging_level.upper()
+        if self.logging_level not in LOG_LEVELS:
+            raise ConfigError(f"LOGGING_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"ALGORITHM must be one of {', '.join(ALGORITHMS)}")
+        if not (0 < self.port < 65536):
+            raise ConfigError("PORT must be between 1 and 65535")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.batch_write_interval_ms < 1:
+            raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
+        if self.algorithm.startswith("HS"):
+            if not self.secret_key:
+                # One process: a random key is safe (tokens die with the process).
+                # Workers and nodes must share a key: the CLI passes this one to its workers.
+                self.secret_key = secrets.token_hex(32)
+                self.generated_secret = True
+        elif self.jwt_public_key is None and self.jwt_private_key is None:
+            raise ConfigError(
+                f"ALGORITHM={self.algorithm} needs PYGW_JWT_PRIVATE_KEY"
+                " (to issue tokens) and/or PYGW_JWT_PUBLIC_KEY (to verify them)"
+            )
+        if not self.gateway_id:
+            self.gateway_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def access_ttl(self) -> int:
+        return int(self.access_token_expire_minutes * 60)
+
+    @property
+    def refresh_ttl(self) -> int:
+        return int(self.refresh_token_expire_days * 86400)
+
+    @property
+    def session_ttl(self) -> float:
+        return self.session_timeout_minutes * 60
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)

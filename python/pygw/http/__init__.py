@@ -1,0 +1,1 @@
+"""HTTP: routing, validation, the error envelope and OpenAPI, on top of :mod:`pygw.transport`."""

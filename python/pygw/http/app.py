@@ -1,0 +1,155 @@
+"""The HTTP application: match a route, authenticate, validate the body, call the endpoint, and
+turn whatever happens into a response (the error envelope for every failure)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from pygw.errors import BackendUnavailable
+from pygw.http.errors import (
+    HTTPError,
+    envelope,
+    error_response,
+    reason,
+    service_unavailable,
+    validation_error,
+)
+from pygw.http.routing import Auth, Context, Route, Router
+from pygw.transport.uws import HTTPRequest, Response
+
+log = logging.getLogger("pygw.http")
+
+JSON = b"application/json"
+
+# Headers copied out of every request (uWS request data is only valid inside its callback).
+HEADER_NAMES = (
+    "authorization",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "x-api-key",
+    "x-request-id",
+    "origin",
+    "host",
+    "x-forwarded-for",
+    "x-real-ip",
+    "access-control-request-method",
+    "access-control-request-headers",
+)
+
+
+class Authenticator(Protocol):
+    def authenticate(self, ctx: Context, auth: Auth) -> None:
+        """Fill ``ctx.claims``/``ctx.api_key`` or raise HTTPError (401/403)."""
+
+
+Hook = Callable[[Context, Route], None]
+"""Runs before authentication; may raise HTTPError (rate limits, ...)."""
+
+
+def pydantic_errors(exc: ValidationError, prefix: str = "body") -> list[dict[str, Any]]:
+    items = []
+    for e in exc.errors(include_url=False, include_context=False, include_input=False):
+        items.append({"loc": [prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]})
+    return items
+
+
+def is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return False
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+def parse_body(model: type[BaseModel], request: HTTPRequest) -> BaseModel:
+    if not request.body:
+        raise validation_error(
+            [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+            "A JSON request body is required",
+        )
+    if not is_json_content_type(request.headers.get("content-type")):
+        raise validation_error(
+            [
+                {
+                    "loc": ["header", "content-type"],
+                    "msg": "Content-Type must be application/json",
+                    "type": "content_type",
+                }
+            ]
+        )
+    try:
+        return model.model_validate_json(request.body)
+    except ValidationError as exc:
+        raise validation_error(pydantic_errors(exc)) from None
+
+
+def render(result: Any, status: int) -> Response:
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, BaseModel):
+        return Response(status, result.__pydantic_serializer__.to_json(result))
+    return Response(status, orjson.dumps(result))
+
+
+class HTTPApplication:
+    header_names: tuple[str, ...] = HEADER_NAMES
+
+    def __init__(
+        self,
+        router: Router,
+        authenticator: Authenticator,
+        *,
+        max_body_bytes: int,
+        hooks: list[Hook] | None = None,
+    ) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.hooks: list[Hook] = hooks or []
+        self.all_header_prefixes = tuple(
+            r.path.split("{", 1)[0] for r in router.routes if r.all_headers
+        )
+
+    def wants_all_headers(self, path: str) -> bool:
+        return bool(self.all_header_prefixes) and path.startswith(self.all_header_prefixes)
+
+    def error_response(self, request: HTTPRequest, status: int, message: str) -> Response:
+        return Response(status, envelope(status, message, None, request.path))
+
+    async def handle(self, request: HTTPRequest) -> Response:
+        route, params, other_method = self.router.match(request.method, request.path)
+        if route is None:
+            if other_method:
+                allowed = ", ".join(self.router.methods_for(request.path))
+                exc = HTTPError(405, reason(405), None, headers=[("Allow", allowed)])
+            else:
+                exc = HTTPError(404, reason(404), "Not Found")
+            return error_response(exc, request.path)
+        request.params = params
+        ctx = Context(request)
+        try:
+            for hook in self.hooks:
+                hook(ctx, route)
+            if route.auth is not None:
+                self.authenticator.authenticate(ctx, route.auth)
+            if route.body is not None:
+                ctx.body = parse_body(route.body, request)
+            result = await route.endpoint(ctx)
+        except HTTPError as exc:
+            return error_response(exc, request.path)
+        except BackendUnavailable as exc:
+            log.warning("backend unavailable during %s %s: %s", request.method, request.path, exc)
+            return error_response(service_unavailable(str(exc)), request.path)
+        except ValidationError as exc:
+            return error_response(validation_error(pydantic_errors(exc, "query")), request.path)
+        response = render(result, route.status_code)
+        if request.method == "HEAD":
+            response.body = b""
+        return response

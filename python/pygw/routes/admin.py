@@ -1,0 +1,181 @@
+"""``/admin/*``: user roles, user and system statistics (admin tokens only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+from typing import TYPE_CHECKING, Any
+
+from pygw.http.errors import HTTPError, bad_request, not_found
+from pygw.http.routing import Context, Router
+from pygw.models import (
+    AdminUser,
+    MessageResponse,
+    RedisInfo,
+    SystemStats,
+    UsernameRequest,
+    UserStats,
+)
+
+if TYPE_CHECKING:
+    from pygw.gateway import Gateway
+
+TAGS = ("admin",)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (current, not peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_usage() -> dict[str, Any]:
+    rss = rss_bytes()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"rss_mb": round(rss / 2**20, 2), "peak_rss_mb": round(peak / 2**20, 2)}
+
+
+def build(gw: Gateway) -> Router:
+    router = Router()
+    storage = gw.storage
+
+    async def set_role(username: str, role: str) -> None:
+        if not await storage.update_user(username, {"role": role}):
+            raise not_found("User not found")
+
+    @router.post(
+        "/admin/users/promote",
+        auth="admin",
+        body=UsernameRequest,
+        response_model=MessageResponse,
+        summary="Give a user the admin role (effective at their next token)",
+        tags=TAGS,
+        errors=(401, 403, 404, 422),
+    )
+    async def promote(ctx: Context) -> dict[str, str]:
+        username = ctx.body.username
+        await set_role(username, "admin")
+        return {"message": f"User {username} promoted to admin"}
+
+    @router.post(
+        "/admin/users/demote",
+        auth="admin",
+        body=UsernameRequest,
+        response_model=MessageResponse,
+        summary="Give an admin the user role (effective at their next token)",
+        tags=TAGS,
+        errors=(400, 401, 403, 404, 422),
+    )
+    async def demote(ctx: Context) -> dict[str, str]:
+        username = ctx.body.username
+        if username == ctx.claims.sub:
+            raise bad_request("Cannot demote yourself")
+        await set_role(username, "user")
+        return {"message": f"User {username} demoted to user"}
+
+    @router.get(
+        "/admin/users",
+        auth="admin",
+        response_model=list[AdminUser],
+        summary="Every user with session count and online state",
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def users(ctx: Context) -> list[dict[str, Any]]:
+        records = await storage.list_users()
+
+        async def describe(username: str) -> tuple[int, bool]:
+            sessions, conn = await asyncio.gather(
+                storage.list_user_sessions(username), storage.get_connection(username)
+            )
+            online = username in gw.hub.users or (conn is not None and conn.ws_connected)
+            return len(sessions), online
+
+        details = await asyncio.gather(*(describe(u.username) for u in records))
+        return [
+            {
+                "username": u.username,
+                "email": u.email,
+                "role": u.role,
+                "last_login": u.last_login,
+                "session_count": count,
+                "is_online": online,
+            }
+            for u, (count, online) in zip(records, details, strict=True)
+        ]
+
+    @router.get(
+        "/admin/users/stats",
+        auth="admin",
+        response_model=UserStats,
+        summary="User, session and connection counts",
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def user_stats(ctx: Context) -> dict[str, Any]:
+        stats = await storage.stats()
+        cluster = await gw.cluster_connections()
+        ws = sum(cluster.values()) if cluster else gw.hub.connection_count
+        return {
+            "total_users": stats.total_users,
+            "active_sessions": stats.active_sessions,
+            "ws_connections": ws,
+            "memory_usage": memory_usage(),
+        }
+
+    @router.get(
+        "/admin/system/stats",
+        auth="admin",
+        response_model=SystemStats,
+        summary="Process and backend figures",
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def system_stats(ctx: Context) -> dict[str, Any]:
+        info = await storage.backend_info()
+        return {
+            "redis_connections": int(info.get("connected_clients", 0)) if info else 0,
+            "memory_usage_mb": round(rss_bytes() / 2**20, 2),
+            "uptime_seconds": round(time.monotonic() - gw.started_monotonic, 3),
+            "active_workers": gw.settings.workers,
+        }
+
+    @router.get(
+        "/admin/system/redis-info",
+        auth="admin",
+        response_model=RedisInfo,
+        summary="Selected Redis INFO fields",
+        tags=TAGS,
+        errors=(401, 403, 503),
+    )
+    async def redis_info(ctx: Context) -> dict[str, Any]:
+        info = await storage.backend_info()
+        if info is None:
+            raise HTTPError(503, "Service Unavailable", "Redis is not configured (memory backend)")
+        return {
+            "connected_clients": int(info.get("connected_clients", 0)),
+            "used_memory_human": str(info.get("used_memory_human", "")),
+            "used_memory_peak_human": str(info.get("used_memory_peak_human", "")),
+            "keyspace_hits": int(info.get("keyspace_hits", 0)),
+            "keyspace_misses": int(info.get("keyspace_misses", 0)),
+            "total_commands_processed": int(info.get("total_commands_processed", 0)),
+        }
+
+    @router.post(
+        "/admin/system/cleanup-sessions",
+        auth="admin",
+        response_model=MessageResponse,
+        summary="Drop index entries of expired sessions",
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def cleanup(ctx: Context) -> dict[str, Any]:
+        removed = await storage.cleanup_sessions()
+        return {"message": "Session cleanup completed successfully", "removed": removed}
+
+    return router

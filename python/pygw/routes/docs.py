@@ -1,0 +1,94 @@
+"""``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, with every asset served locally:
+Swagger UI from the ``swagger-ui-bundle`` package, ReDoc from the copy in ``pygw/static``."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+import swagger_ui_bundle
+
+from pygw.http.errors import not_found
+from pygw.http.openapi import build_openapi
+from pygw.http.routing import Context, Router
+from pygw.models import ErrorEnvelope
+from pygw.transport.uws import Response
+
+if TYPE_CHECKING:
+    from pygw.gateway import Gateway
+
+HTML = b"text/html; charset=utf-8"
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+ASSETS = {
+    "swagger-ui.css": (SWAGGER_DIR, b"text/css"),
+    "swagger-ui-bundle.js": (SWAGGER_DIR, b"application/javascript"),
+    "favicon-32x32.png": (SWAGGER_DIR, b"image/png"),
+    "redoc.standalone.js": (STATIC_DIR, b"application/javascript"),
+}
+
+SWAGGER_PAGE = b"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>pygw API</title>
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+  deepLinking: true, persistAuthorization: true});</script>
+</body></html>"""
+
+REDOC_PAGE = b"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>pygw API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="/docs/assets/redoc.standalone.js"></script></body></html>"""
+
+DESCRIPTION = (
+    "pygw: authentication, sessions and WebSocket delivery. WebSocket endpoint: "
+    "`/ws/connect?session_id=<sid>&token=<jwt>` (see the README for its frames)."
+)
+
+
+@functools.cache
+def _asset(name: str) -> tuple[bytes, bytes]:
+    directory, content_type = ASSETS[name]
+    return (directory / name).read_bytes(), content_type
+
+
+def build(gw: Gateway) -> Router:
+    router = Router()
+    cache: dict[str, bytes] = {}
+
+    @router.get("/openapi.json", summary="The OpenAPI document", include_in_schema=False)
+    async def openapi(ctx: Context) -> Response:
+        body = cache.get("openapi")
+        if body is None:
+            doc = build_openapi(
+                gw.router.routes,
+                title="pygw",
+                version=gw.version,
+                description=DESCRIPTION,
+                error_model=ErrorEnvelope,
+            )
+            body = cache["openapi"] = orjson.dumps(doc)
+        return Response(200, body)
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs(ctx: Context) -> Response:
+        return Response(200, SWAGGER_PAGE, HTML)
+
+    @router.get("/redoc", include_in_schema=False)
+    async def redoc(ctx: Context) -> Response:
+        return Response(200, REDOC_PAGE, HTML)
+
+    @router.get("/docs/assets/{name}", include_in_schema=False)
+    async def asset(ctx: Context) -> Response:
+        name = ctx.params["name"]
+        if name not in ASSETS:
+            raise not_found("Asset not found")
+        body, content_type = _asset(name)
+        return Response(200, body, content_type, headers=[("Cache-Control", "max-age=86400")])
+
+    return router

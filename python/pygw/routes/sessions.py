@@ -1,0 +1,260 @@
+"""``/sessions/*``: accounts, login/logout/refresh, sessions and connection records (SPEC §2)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
+from pygw.http.errors import forbidden, not_found
+from pygw.http.routing import Context, Router
+from pygw.models import (
+    ConnectionResponse,
+    LoginRequest,
+    LoginResponse,
+    MessageResponse,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+    SessionCreateRequest,
+    SessionResponse,
+    SessionSummary,
+    SessionUpdateRequest,
+    UserInfo,
+    UserSessionsResponse,
+)
+from pygw.store.base import SessionRecord
+from pygw.timeutil import now_iso
+from pygw.transport.uws import HTTPRequest
+
+if TYPE_CHECKING:
+    from pygw.gateway import Gateway
+
+TAGS = ("sessions",)
+ADMIN_ONLY = "Access denied. Required roles: admin"
+
+
+def ws_base(gw: Gateway, request: HTTPRequest) -> str:
+    if gw.settings.public_url:
+        return gw.settings.public_url.rstrip("/")
+    host = request.headers.get("host") or f"{gw.settings.host}:{gw.port}"
+    return f"ws://{host}"
+
+
+def session_response(gw: Gateway, request: HTTPRequest, s: SessionRecord) -> dict[str, object]:
+    # The literal "{access_token}" placeholder is part of the original's contract.
+    url = f"{ws_base(gw, request)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
+    return {
+        "session_id": s.session_id,
+        "user_id": s.user_id,
+        "chat_id": s.chat_id,
+        "data": s.data,
+        "ws_url": url,
+    }
+
+
+def login_response(result: LoginResult, expires_in: int) -> LoginResponse:
+    return LoginResponse(
+        access_token=result.access.token,
+        expires_in=expires_in,
+        user=UserInfo(username=result.username, role=result.role),
+        session_id=result.session_id,
+        refresh_token=result.refresh.token,
+    )
+
+
+def build(gw: Gateway) -> Router:
+    router = Router()
+    auth = gw.auth
+
+    @router.post(
+        "/sessions/register",
+        body=RegisterRequest,
+        response_model=RegisterResponse,
+        summary="Register a user",
+        tags=TAGS,
+        errors=(400, 422),
+    )
+    async def register(ctx: Context) -> RegisterResponse:
+        body: RegisterRequest = ctx.body
+        await auth.register(body.username, body.email, body.password)
+        return RegisterResponse(username=body.username)
+
+    @router.post(
+        "/sessions/login",
+        body=LoginRequest,
+        response_model=LoginResponse,
+        summary="Log in: access and refresh tokens plus a new session",
+        description=(
+            "Replaces the user's previous login: its tokens are revoked and its WebSockets "
+            "closed (1000) on every node. Cost is dominated by argon2id verification "
+            "(about 50/s per core at the default OWASP parameters)."
+        ),
+        tags=TAGS,
+        errors=(401, 422, 429),
+    )
+    async def login(ctx: Context) -> LoginResponse:
+        body: LoginRequest = ctx.body
+        result = await auth.login(body.username, body.password)
+        return login_response(result, gw.settings.access_ttl)
+
+    @router.post(
+        "/sessions/refresh",
+        body=RefreshRequest,
+        response_model=LoginResponse,
+        summary="Exchange a refresh token for new tokens (rotation)",
+        description="Reusing a spent refresh token revokes the whole family (401 Token revoked).",
+        tags=TAGS,
+        errors=(401, 422),
+    )
+    async def refresh(ctx: Context) -> LoginResponse:
+        body: RefreshRequest = ctx.body
+        result = await auth.refresh(body.refresh_token)
+        return login_response(result, gw.settings.access_ttl)
+
+    @router.post(
+        "/sessions/logout",
+        auth="user",
+        response_model=MessageResponse,
+        summary="Log out: revoke the token, close this login's WebSockets",
+        tags=TAGS,
+        errors=(401,),
+    )
+    async def logout(ctx: Context) -> dict[str, str]:
+        await auth.logout(ctx.claims)
+        return {"message": "Logged out successfully"}
+
+    @router.post(
+        "/sessions/delete_account",
+        auth="user",
+        response_model=MessageResponse,
+        summary="Delete the caller's account, sessions and tokens",
+        tags=TAGS,
+        errors=(401,),
+    )
+    async def delete_account(ctx: Context) -> dict[str, str]:
+        await auth.delete_account(ctx.claims)
+        return {"message": "Account deleted successfully"}
+
+    @router.post(
+        "/sessions/create",
+        auth="user",
+        body=SessionCreateRequest,
+        response_model=SessionResponse,
+        summary="Create a session (or reuse one the caller owns)",
+        tags=TAGS,
+        errors=(401, 422),
+    )
+    async def create(ctx: Context) -> dict[str, object]:
+        body: SessionCreateRequest = ctx.body
+        owner = ctx.claims.sub
+        if body.user_id and body.user_id != owner and ctx.claims.role == "admin":
+            owner = body.user_id
+        if body.session_id:
+            existing = await gw.storage.get_session(body.session_id)
+            if existing is not None and existing.user_id == owner:
+                if body.chat_id is not None and body.chat_id != existing.chat_id:
+                    updated = await gw.storage.update_session(
+                        existing.session_id, chat_id=body.chat_id
+                    )
+                    existing = updated or existing
+                return session_response(gw, ctx.request, existing)
+        now = now_iso()
+        record = SessionRecord(
+            session_id=str(uuid.uuid4()),
+            user_id=owner,
+            chat_id=body.chat_id,
+            data=new_session_data(),
+            created_at=now,
+            last_access=now,
+        )
+        await gw.storage.create_session(record)
+        return session_response(gw, ctx.request, record)
+
+    @router.get(
+        "/sessions/{session_id}",
+        auth="user",
+        response_model=SessionResponse,
+        summary="Read a session (owner or admin)",
+        tags=TAGS,
+        errors=(401, 403, 404),
+    )
+    async def get_session(ctx: Context) -> dict[str, object]:
+        session = await gw.storage.get_session(ctx.params["session_id"])
+        if session is None:
+            raise not_found("Session not found")
+        ensure_owner_or_admin(ctx.claims, session.user_id, "Session access denied")
+        return session_response(gw, ctx.request, session)
+
+    @router.post(
+        "/sessions/update/{session_id}",
+        auth="user",
+        body=SessionUpdateRequest,
+        response_model=SessionResponse,
+        summary="Merge data into a session (write-behind)",
+        description=(
+            "`data` is shallow-merged into the session's data. The write is coalesced and "
+            "flushed to Redis every BATCH_WRITE_INTERVAL_MS; reads on the same node see it at once."
+        ),
+        tags=TAGS,
+        errors=(401, 403, 404, 422),
+    )
+    async def update_session(ctx: Context) -> dict[str, object]:
+        sid = ctx.params["session_id"]
+        body: SessionUpdateRequest = ctx.body
+        session = await gw.storage.get_session(sid)
+        if session is None:
+            raise not_found("Session not found")
+        if session.user_id != ctx.claims.sub:
+            raise forbidden("Session access denied")
+        updated = await gw.storage.update_session(sid, chat_id=body.chat_id, data=body.data)
+        if updated is None:
+            raise not_found("Session not found")
+        return session_response(gw, ctx.request, updated)
+
+    @router.get(
+        "/sessions/users/{user_id}/sessions",
+        auth="user",
+        response_model=UserSessionsResponse,
+        summary="List a user's sessions (self or admin)",
+        tags=TAGS,
+        errors=(401, 403),
+    )
+    async def user_sessions(ctx: Context) -> UserSessionsResponse:
+        user_id = ctx.params["user_id"]
+        ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+        sessions = await gw.storage.list_user_sessions(user_id)
+        items = [
+            SessionSummary(
+                session_id=s.session_id,
+                chat_id=s.chat_id,
+                last_access=s.last_access,
+                created_at=s.created_at,
+            )
+            for s in sessions
+        ]
+        return UserSessionsResponse(sessions=items, count=len(items))
+
+    @router.get(
+        "/sessions/users/{user_id}/connection",
+        auth="user",
+        response_model=ConnectionResponse,
+        summary="A user's connection record (self or admin)",
+        tags=TAGS,
+        errors=(401, 403, 404),
+    )
+    async def user_connection(ctx: Context) -> ConnectionResponse:
+        user_id = ctx.params["user_id"]
+        ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+        record = await gw.storage.get_connection(user_id)
+        if record is None:
+            raise not_found("Connection not found")
+        return ConnectionResponse(
+            session_id=record.session_id,
+            gateway_id=record.gateway_id,
+            ws_connected=record.ws_connected,
+            last_seen=record.last_seen,
+            connected_at=record.connected_at,
+        )
+
+    return router

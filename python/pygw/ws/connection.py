@@ -1,0 +1,100 @@
+"""One WebSocket client: who it is and what it is subscribed to.
+
+Kept small (slots, no per-connection tasks or timers): an idle connection costs uWS's socket plus
+this object, a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import orjson
+
+from pygw.transport import uws
+
+_ids = itertools.count(1)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+
+class Connection:
+    __slots__ = (
+        "channels",
+        "closing",
+        "connected_at",
+        "errors",
+        "exp",
+        "family",
+        "handle",
+        "id",
+        "jti",
+        "last_seen",
+        "refused",
+        "remote",
+        "role",
+        "session_id",
+        "user_id",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        *,
+        user_id: str = "",
+        role: str = "user",
+        session_id: str = "",
+        jti: str | None = None,
+        family: str | None = None,
+        exp: int = 0,
+        remote: str = "",
+        refused: str | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.ws: Any = None
+        self.handle: Any = None
+        self.user_id = user_id
+        self.role = role
+        self.session_id = session_id
+        self.jti = jti
+        self.family = family
+        self.exp = exp
+        self.remote = remote
+        self.refused = refused
+        """Set when the upgrade is accepted only to close with 1008 and this reason."""
+        self.channels: set[str] | None = None
+        self.errors = 0
+        self.closing = False
+        self.connected_at = time.time()
+        self.last_seen = time.monotonic()
+
+    @property
+    def open(self) -> bool:
+        return self.ws is not None and not self.closing
+
+    def send_bytes(self, data: bytes) -> bool:
+        """Send one TEXT frame; False if the socket is gone."""
+        ws = self.ws
+        if ws is None:
+            return False
+        uws.ws_send(ws, data)
+        return True
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self.send_bytes(orjson.dumps(message))
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close with a close frame; further sends are ignored."""
+        ws = self.ws
+        if ws is None or self.closing:
+            return
+        self.closing = True
+        uws.ws_end(ws, code, reason.encode())
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user_id!r} session={self.session_id!r}>"

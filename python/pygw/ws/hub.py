@@ -1,0 +1,524 @@
+"""This node's WebSocket clients: upgrade, client messages, channels, keep-alive, delivery.
+
+Delivery to local subscribers is a uWS topic publish per channel (one per publication, never one
+Python call per subscriber) of bytes encoded once. Publications that arrive while uWS is running
+a callback are queued and published from asyncio right after, because uWS batches per-socket
+writes only for publishes made outside its callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pygw._native import ChannelPolicy, ClientFrame, FrameError, TokenError, decode_frame
+from pygw.errors import BackendUnavailable
+from pygw.store.base import ConnectionRecord
+from pygw.timeutil import now_iso
+from pygw.transport import eager, uws
+from pygw.transport.uws import UpgradeRequest
+from pygw.ws.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    Connection,
+)
+
+if TYPE_CHECKING:
+    from pygw.gateway import Gateway
+
+log = logging.getLogger("pygw.ws")
+
+ALL_TOPIC = b"\x00all"
+"""Every connection is subscribed to this topic: keep-alive pings and broadcasts to everyone."""
+
+# Error frame codes (HTTP-like, stable).
+E_BAD_REQUEST = 400
+E_FORBIDDEN = 403
+E_NOT_FOUND = 404
+E_RATE_LIMITED = 429
+E_INTERNAL = 500
+E_UNAVAILABLE = 503
+
+Handler = Callable[[Connection, ClientFrame], Awaitable[Any] | Any]
+"""A client message handler. If it returns a dict, that is sent as the reply (``id`` echoed)."""
+
+
+@dataclass(slots=True)
+class MessageType:
+    handler: Handler
+    roles: frozenset[str] | None
+    """Roles allowed to send this type; None = any authenticated role."""
+
+
+class ClientError(Exception):
+    """Raised inside handlers to answer with an error frame."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def user_channel(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+class Hub:
+    query_names: tuple[str, ...] = ("token", "session_id")
+    header_names: tuple[str, ...] = ("origin", "x-forwarded-for", "x-real-ip", "user-agent")
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        settings = gw.settings
+        self.policy = ChannelPolicy(
+            orjson.dumps(settings.namespaces), settings.allow_unknown_namespaces
+        )
+        self.max_errors = settings.ws_max_errors
+        self.conns: dict[int, Connection] = {}
+        self.users: dict[str, set[Connection]] = {}
+        self._channel_refs: dict[str, int] = {}
+        self._channel_ready: dict[str, asyncio.Future[None]] = {}
+        self._recent: dict[str, deque[tuple[int, bytes]]] = {}
+        self._queued: list[tuple[bytes, bytes]] = []
+        self.types: dict[str, MessageType] = {}
+        self.fallback: Callable[[Connection, ClientFrame], Awaitable[Any] | None] | None = None
+        """Consulted for unknown types before answering "Unknown message type" (dynamic routes)."""
+        self._ticker: asyncio.TimerHandle | None = None
+        self.deliveries = 0
+        for name, handler in (
+            ("ping", self._on_ping),
+            ("pong", self._on_pong),
+            ("update_api_key", self._on_update_api_key),
+            ("subscribe", self._on_subscribe),
+            ("unsubscribe", self._on_unsubscribe),
+            ("publish", self._on_publish),
+        ):
+            self.register(name, handler)
+
+    # -- registry ------------------------------------------------------------------------------
+    def register(self, type_: str, handler: Handler, roles: Iterable[str] | None = None) -> None:
+        self.types[type_] = MessageType(handler, frozenset(roles) if roles is not None else None)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.conns)
+
+    @property
+    def user_count(self) -> int:
+        return len(self.users)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(self.gw.settings.ping_interval, self._keepalive)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "Server shutting down") -> int:
+        conns = list(self.conns.values())
+        for conn in conns:
+            conn.close(code, reason)
+        return len(conns)
+
+    def _keepalive(self) -> None:
+        """Ping everyone with one topic publish; close those silent for too long."""
+        settings = self.gw.settings
+        frame = b'{"type":"ping","timestamp":%.6f}' % time.time()
+        self.gw.server.publish(ALL_TOPIC, frame)
+        deadline = time.monotonic() - settings.inactivity_timeout
+        for conn in [c for c in self.conns.values() if c.last_seen < deadline]:
+            conn.close(CLOSE_POLICY, "Pong timeout")
+        self._ticker = asyncio.get_running_loop().call_later(
+            settings.ping_interval, self._keepalive
+        )
+
+    # -- upgrade and open ----------------------------------------------------------------------
+    async def upgrade(self, request: UpgradeRequest) -> Connection | None:
+        gw = self.gw
+        remote = gw.client_ip(request.headers, request.client_ip)
+        refusal = gw.check_ws_origin(request.headers.get("origin"))
+        if refusal is not None:
+            return None
+        token = request.query.get("token", "")
+        try:
+            claims = gw.auth.tokens.verify(token)
+        except TokenError:
+            gw.metrics.auth_failures += 1
+            return Connection(remote=remote, refused="Invalid token")
+        session_id = request.query.get("session_id") or claims.sid or ""
+        if session_id != claims.sid:
+            session = await gw.storage.get_session(session_id) if session_id else None
+            if session is None or session.user_id != claims.sub:
+                return Connection(remote=remote, refused="Session mismatch")
+        conn = Connection(
+            user_id=claims.sub,
+            role=claims.role,
+            session_id=session_id,
+            jti=claims.jti,
+            family=claims.fam,
+            exp=claims.exp,
+            remote=remote,
+        )
+        # Be reachable by pushes before the client learns it is connected.
+        await self._acquire(user_channel(conn.user_id))
+        return conn
+
+    def on_open(self, conn: Connection) -> None:
+        if conn.refused is not None:
+            conn.close(CLOSE_POLICY, conn.refused)
+            return
+        gw = self.gw
+        self.conns[conn.id] = conn
+        peers = self.users.get(conn.user_id)
+        if peers is None:
+            peers = self.users[conn.user_id] = set()
+        peers.add(conn)
+        ws = conn.ws
+        uws.ws_subscribe(ws, ALL_TOPIC)
+        uws.ws_subscribe(ws, user_channel(conn.user_id).encode())
+        conn.send(
+            {
+                "type": "connected",
+                "message": "WebSocket connection established",
+                "user_id": conn.user_id,
+                "session_id": conn.session_id,
+                "gateway_id": gw.settings.gateway_id,
+                "ping_interval": gw.settings.ping_interval,
+                "inactivity_timeout": gw.settings.inactivity_timeout,
+            }
+        )
+        gw.metrics.connections_opened += 1
+        if len(peers) == 1:
+            now = now_iso()
+            gw.spawn(
+                gw.storage.set_connection(
+                    conn.user_id,
+                    ConnectionRecord(
+                        session_id=conn.session_id,
+                        gateway_id=gw.settings.gateway_id,
+                        ws_connected=True,
+                        last_seen=now,
+                        connected_at=now,
+                    ),
+                )
+            )
+
+    def on_close(self, conn: Connection, code: int, reason: bytes) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return  # refused at upgrade: never registered
+        gw = self.gw
+        gw.metrics.connections_closed += 1
+        peers = self.users.get(conn.user_id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self.users[conn.user_id]
+                gw.spawn(self._mark_offline(conn))
+        self._release(user_channel(conn.user_id))
+        if conn.channels:
+            for channel in conn.channels:
+                self._release(channel)
+                if self.policy.options(channel)[2]:
+                    gw.spawn(gw.broker.presence_leave(channel, self._client_id(conn)))
+            conn.channels = None
+
+    async def _mark_offline(self, conn: Connection) -> None:
+        if conn.user_id in self.users:
+            return  # reconnected meanwhile
+        await self.gw.storage.set_connection(
+            conn.user_id,
+            ConnectionRecord(
+                session_id=conn.session_id,
+                gateway_id=self.gw.settings.gateway_id,
+                ws_connected=False,
+                last_seen=now_iso(),
+                connected_at=None,
+            ),
+        )
+
+    def on_pong(self, conn: Connection) -> None:
+        conn.last_seen = time.monotonic()
+
+    def on_drain(self, conn: Connection) -> None:
+        return None
+
+    # -- client messages -----------------------------------------------------------------------
+    def on_message(self, conn: Connection, data: bytes, opcode: int) -> None:
+        conn.last_seen = time.monotonic()
+        if conn.closing:
+            return
+        self.gw.metrics.messages_in += 1
+        try:
+            frame = decode_frame(data)
+        except FrameError as exc:
+            self.error(conn, exc.code, exc.message, exc.id)
+            return
+        kind = self.types.get(frame.type)
+        if kind is None:
+            if self.fallback is not None:
+                pending = self.fallback(conn, frame)
+                if pending is not None:
+                    self._run(conn, frame, pending)
+                    return
+            self.error(conn, E_NOT_FOUND, f"Unknown message type: {frame.type}", frame.id)
+            return
+        if kind.roles is not None and conn.role not in kind.roles:
+            self.error(
+                conn,
+                E_FORBIDDEN,
+                f"Unauthorized: role '{conn.role}' cannot send '{frame.type}'",
+                frame.id,
+            )
+            return
+        if not self.gw.check_ws_rate(conn):
+            self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
+            return
+        try:
+            result = kind.handler(conn, frame)
+        except ClientError as exc:
+            self.error(conn, exc.code, exc.message, frame.id)
+            return
+        if result is None:
+            return
+        if isinstance(result, dict):
+            self.reply(conn, frame, result)
+            return
+        self._run(conn, frame, result)
+
+    def _run(self, conn: Connection, frame: ClientFrame, awaitable: Awaitable[Any]) -> None:
+        _result, task = eager.start(self._guard(conn, frame, awaitable))
+        if task is not None:
+            self.gw.track(task)
+
+    async def _guard(self, conn: Connection, frame: ClientFrame, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except ClientError as exc:
+            self.error(conn, exc.code, exc.message, frame.id)
+        except BackendUnavailable as exc:
+            log.warning("backend unavailable handling %r: %s", frame.type, exc)
+            self.error(conn, E_UNAVAILABLE, "Backend unavailable, try again", frame.id)
+        except Exception:
+            log.exception("handler for %r failed", frame.type)
+            self.error(conn, E_INTERNAL, "Internal error", frame.id)
+        else:
+            if isinstance(result, dict):
+                self.reply(conn, frame, result)
+
+    def reply(self, conn: Connection, frame: ClientFrame, message: dict[str, Any]) -> None:
+        if frame.id is not None:
+            message["id"] = orjson.Fragment(frame.id)
+        conn.send(message)
+
+    def error(self, conn: Connection, code: int, message: str, id_raw: bytes | None) -> None:
+        payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if id_raw is not None:
+            payload["id"] = orjson.Fragment(id_raw)
+        conn.send(payload)
+        self.gw.metrics.ws_errors += 1
+        conn.errors += 1
+        if conn.errors > self.max_errors:
+            conn.close(CLOSE_POLICY, "Too many errors")
+
+    # -- built-in message types ------------------------------------------------------------------
+    def _on_ping(self, conn: Connection, frame: ClientFrame) -> dict[str, Any]:
+        return {"type": "pong", "timestamp": time.time()}
+
+    def _on_pong(self, conn: Connection, frame: ClientFrame) -> None:
+        return None
+
+    def _on_update_api_key(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
+        if frame.key is None:
+            raise ClientError(E_BAD_REQUEST, "Missing field: key")
+        return self._update_api_key(conn, frame.key)
+
+    async def _update_api_key(self, conn: Connection, key: str) -> dict[str, Any]:
+        await self.gw.storage.update_session(conn.session_id, data={"api_key": key})
+        return {
+            "type": "ack",
+            "message": "API key update acknowledged",
+            "api_key": key,
+            "data": None,
+            "session_id": conn.session_id,
+            "gateway_id": self.gw.settings.gateway_id,
+        }
+
+    def _check_channel(self, action: str, conn: Connection, frame: ClientFrame) -> str:
+        channel = frame.channel
+        if channel is None:
+            raise ClientError(E_BAD_REQUEST, "Missing field: channel")
+        code = self.policy.check(action, channel, conn.user_id, conn.role)
+        if code == 0:
+            return channel
+        if code == E_BAD_REQUEST:
+            raise ClientError(code, f"Invalid channel: {channel}")
+        if code == E_NOT_FOUND:
+            raise ClientError(code, f"Unknown channel: {channel}")
+        raise ClientError(code, f"Permission denied: cannot {action} '{channel}'")
+
+    def _on_subscribe(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
+        return self._subscribe(conn, frame, self._check_channel("subscribe", conn, frame))
+
+    async def _subscribe(self, conn: Connection, frame: ClientFrame, channel: str) -> Any:
+        broker = self.gw.broker
+        size, _ttl, presence = self.policy.options(channel)
+        already = conn.channels is not None and channel in conn.channels
+        if not already:
+            await self._acquire(channel)
+        try:
+            if frame.since_epoch is not None and frame.since_offset is not None and size > 0:
+                rec = await broker.recover(channel, frame.since_epoch, frame.since_offset)
+                missed, recovered, epoch, top = rec.envelopes, rec.recovered, rec.epoch, rec.offset
+            else:
+                epoch, top = await broker.top(channel)
+                missed, recovered = [], False
+        except BaseException:
+            if not already:
+                self._release(channel)
+            raise
+        if not conn.open:
+            if not already:
+                self._release(channel)
+            return None
+        # From here to the topic subscription nothing awaits, so nothing published meanwhile can
+        # slip between the history we send and the live stream.
+        for envelope in missed:
+            conn.send_bytes(envelope)
+        recent = self._recent.get(channel)
+        if recent:
+            for offset, envelope in recent:
+                if offset > top:
+                    conn.send_bytes(envelope)
+                    top = offset
+        if not already:
+            uws.ws_subscribe(conn.ws, channel.encode())
+            if conn.channels is None:
+                conn.channels = set()
+            conn.channels.add(channel)
+            if presence:
+                await broker.presence_join(
+                    channel,
+                    self._client_id(conn),
+                    {"user_id": conn.user_id, "conn_id": conn.id, "gateway_id": self.gw.node_id},
+                )
+        return {
+            "type": "subscribed",
+            "channel": channel,
+            "epoch": epoch,
+            "offset": top,
+            "recovered": recovered,
+        }
+
+    def _on_unsubscribe(self, conn: Connection, frame: ClientFrame) -> dict[str, Any]:
+        channel = frame.channel
+        if channel is None:
+            raise ClientError(E_BAD_REQUEST, "Missing field: channel")
+        if conn.channels is not None and channel in conn.channels:
+            conn.channels.discard(channel)
+            uws.ws_unsubscribe(conn.ws, channel.encode())
+            self._release(channel)
+            if self.policy.options(channel)[2]:
+                self.gw.spawn(self.gw.broker.presence_leave(channel, self._client_id(conn)))
+        return {"type": "unsubscribed", "channel": channel}
+
+    def _on_publish(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
+        channel = self._check_channel("publish", conn, frame)
+        if frame.data is None:
+            raise ClientError(E_BAD_REQUEST, "Missing field: data")
+        return self._publish(channel, frame.data)
+
+    async def _publish(self, channel: str, data: bytes) -> dict[str, Any]:
+        pub = await self.gw.publish_raw(channel, data)
+        return {"type": "published", "channel": channel, "offset": pub.offset}
+
+    def _client_id(self, conn: Connection) -> str:
+        return f"{self.gw.node_id}:{conn.id}"
+
+    # -- channel reference counting (this node's interest, mirrored in the broker) ---------------
+    async def _acquire(self, channel: str) -> None:
+        refs = self._channel_refs.get(channel, 0)
+        self._channel_refs[channel] = refs + 1
+        if refs == 0:
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._channel_ready[channel] = ready
+            if self.policy.options(channel)[0] > 0:
+                self._recent[channel] = deque(maxlen=256)
+            try:
+                await self.gw.broker.subscribe(channel)
+            except BaseException as exc:
+                self._channel_ready.pop(channel, None)
+                ready.set_exception(exc)
+                ready.exception()  # retrieved: waiters get it below
+                self._release(channel)
+                raise
+            ready.set_result(None)
+            if self._channel_ready.get(channel) is ready:
+                del self._channel_ready[channel]
+            return
+        waiting = self._channel_ready.get(channel)
+        if waiting is not None:
+            try:
+                await asyncio.shield(waiting)
+            except BaseException:
+                self._release(channel)
+                raise
+
+    def _release(self, channel: str) -> None:
+        refs = self._channel_refs.get(channel, 0) - 1
+        if refs > 0:
+            self._channel_refs[channel] = refs
+            return
+        self._channel_refs.pop(channel, None)
+        self._recent.pop(channel, None)
+        self.gw.spawn(self.gw.broker.unsubscribe(channel))
+
+    def subscribers(self, channel: str) -> int:
+        return self.gw.server.num_subscribers(channel.encode())
+
+    # -- delivery ------------------------------------------------------------------------------
+    def deliver(self, channel: str, offset: int, envelope: bytes) -> int:
+        """Hand a publication to this node's subscribers (called by the broker); returns how
+        many local subscribers it goes to."""
+        recent = self._recent.get(channel)
+        if recent is not None:
+            recent.append((offset, envelope))
+        topic = channel.encode()
+        server = self.gw.server
+        if server.bridge.in_uv:
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self._flush_queued)
+            self._queued.append((topic, envelope))
+        else:
+            server.publish(topic, envelope)
+        return server.num_subscribers(topic)
+
+    def _flush_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        publish = self.gw.server.publish
+        for topic, envelope in queued:
+            publish(topic, envelope)
+
+    def broadcast_all(self, envelope: bytes) -> int:
+        self.gw.server.publish(ALL_TOPIC, envelope)
+        return len(self.conns)
+
+    def disconnect_user(self, user_id: str, family: str | None, code: int, reason: str) -> int:
+        peers = self.users.get(user_id)
+        if not peers:
+            return 0
+        closed = 0
+        for conn in list(peers):
+            if family is None or conn.family is None or conn.family == family:
+                conn.close(code, reason)
+                closed += 1
+        return closed
