@@ -7,6 +7,10 @@ class PygwError(Exception):
     """Base class of pygw's own exceptions."""
 
 
+class NotOwner(PygwError):
+    """A session operation was asked on behalf of a user who does not own the session."""
+
+
 class BackendUnavailable(PygwError):
     """The storage or broker backend (Redis) cannot be reached right now.
 

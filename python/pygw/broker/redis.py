@@ -18,19 +18,16 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pygw._native import encode_message
 from pygw.broker.base import Broker, BrokerHandler, Publication, Recovery
 from pygw.broker.pubsub import PubSubLink
 from pygw.errors import BackendUnavailable
+from pygw.redis_client import connect, unavailable_on_error
 
 log = logging.getLogger("pygw.broker")
 
@@ -70,14 +67,6 @@ return {offset, epoch}
 """
 
 
-@contextlib.asynccontextmanager
-async def _redis_errors(what: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise BackendUnavailable(f"Redis unavailable ({what}): {exc}") from exc
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -92,11 +81,8 @@ class RedisBroker(Broker):
     def __init__(self, url: str, *, node_id: str, socket_timeout: float = 2.0) -> None:
         self.url = url
         self.node_id = node_id
-        self.redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            health_check_interval=30,
+        self.redis = connect(
+            url, socket_timeout=socket_timeout, client_name=f"pygw-broker:{node_id}"
         )
         self._handler: BrokerHandler | None = None
         self._link = PubSubLink(url, self._on_message, self._on_reconnect)
@@ -154,7 +140,7 @@ class RedisBroker(Broker):
     # -- control -----------------------------------------------------------------------------------
     async def publish_control(self, message: dict[str, Any]) -> None:
         message = {**message, "origin": self.node_id}
-        async with _redis_errors("control"):
+        with unavailable_on_error("control"):
             await self.redis.publish(CONTROL, orjson.dumps(message))
 
     # -- channels ----------------------------------------------------------------------------------
@@ -171,7 +157,7 @@ class RedisBroker(Broker):
         now_us = time.time_ns() // 1000
         if not with_offset:
             envelope = encode_message(channel, data_json, None)
-            async with _redis_errors("publish"):
+            with unavailable_on_error("publish"):
                 await self.redis.publish(target, b"0:%d:%s" % (now_us, envelope))
             return Publication(0, "", envelope)
         args = (
@@ -186,7 +172,7 @@ class RedisBroker(Broker):
             META_TTL,
         )
         keys = (f"pygw:chmeta:{channel}", f"pygw:hist:{channel}")
-        async with _redis_errors("publish"):
+        with unavailable_on_error("publish"):
             offset, epoch = await self._eval_publish(keys, args)
         epoch_s = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         return Publication(int(offset), epoch_s, encode_message(channel, data_json, int(offset)))
@@ -212,7 +198,8 @@ class RedisBroker(Broker):
     async def _meta(self, channel: str, with_history: bool) -> tuple[str, int, float, list[bytes]]:
         """(epoch, top, ttl seconds, raw history entries); creates the epoch if missing."""
         meta = f"pygw:chmeta:{channel}"
-        async with _redis_errors("history"), self.redis.pipeline(transaction=True) as pipe:
+        with unavailable_on_error("history"):
+            pipe = self.redis.pipeline(transaction=True)
             pipe.hsetnx(meta, "epoch", _new_epoch())
             pipe.expire(meta, META_TTL, nx=True)
             pipe.hmget(meta, "epoch", "offset", "ttl")
@@ -261,7 +248,7 @@ class RedisBroker(Broker):
 
     # -- nodes and presence ------------------------------------------------------------------------
     async def nodes(self) -> dict[str, dict[str, Any]]:
-        async with _redis_errors("nodes"):
+        with unavailable_on_error("nodes"):
             ids = sorted(_text(m) for m in await self.redis.smembers("pygw:nodes"))
             if not ids:
                 return {}
@@ -273,21 +260,19 @@ class RedisBroker(Broker):
 
     async def presence_join(self, channel: str, client_id: str, info: dict[str, Any]) -> None:
         key = f"pygw:presence:{channel}"
-        async with (
-            _redis_errors("presence"),
-            self.redis.pipeline(transaction=False) as pipe,
-        ):
+        with unavailable_on_error("presence"):
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hset(key, client_id, orjson.dumps({**info, "node": self.node_id}))
             pipe.expire(key, META_TTL)
             await pipe.execute()
 
     async def presence_leave(self, channel: str, client_id: str) -> None:
-        async with _redis_errors("presence"):
+        with unavailable_on_error("presence"):
             await self.redis.hdel(f"pygw:presence:{channel}", client_id)
 
     async def presence(self, channel: str) -> dict[str, dict[str, Any]]:
         key = f"pygw:presence:{channel}"
-        async with _redis_errors("presence"):
+        with unavailable_on_error("presence"):
             raw = await self.redis.hgetall(key)
             members = {_text(k): orjson.loads(v) for k, v in raw.items()}
             nodes = sorted({str(m.get("node")) for m in members.values()})

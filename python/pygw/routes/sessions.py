@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
+from pygw.errors import NotOwner
 from pygw.http.errors import forbidden, not_found
 from pygw.http.routing import Context, Router
 from pygw.models import (
@@ -202,12 +203,12 @@ def build(gw: Gateway) -> Router:
     async def update_session(ctx: Context) -> dict[str, object]:
         sid = ctx.params["session_id"]
         body: SessionUpdateRequest = ctx.body
-        session = await gw.storage.get_session(sid)
-        if session is None:
-            raise not_found("Session not found")
-        if session.user_id != ctx.claims.sub:
-            raise forbidden("Session access denied")
-        updated = await gw.storage.update_session(sid, chat_id=body.chat_id, data=body.data)
+        try:
+            updated = await gw.storage.update_session(
+                sid, chat_id=body.chat_id, data=body.data, owner=ctx.claims.sub
+            )
+        except NotOwner:
+            raise forbidden("Session access denied") from None
         if updated is None:
             raise not_found("Session not found")
         return session_response(gw, ctx.request, updated)

@@ -154,12 +154,16 @@ class Storage(abc.ABC):
         *,
         chat_id: str | None = None,
         data: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> SessionRecord | None:
         """Shallow-merge ``data`` into the session's data, replace ``chat_id`` if given, bump
         ``last_access``; returns the merged session (None if it does not exist).
 
         Write-behind: the change is coalesced per session and flushed in a pipeline every
         ``BATCH_WRITE_INTERVAL_MS``; reads on this node see it at once.
+
+        With ``owner``, raises :class:`pygw.errors.NotOwner` (and changes nothing) unless the
+        session belongs to that user — the ownership check costs no extra round-trip.
         """
 
     @abc.abstractmethod

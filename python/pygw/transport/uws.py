@@ -290,6 +290,8 @@ def _ws_remote_address(ws: Any) -> str:
 
 def _write_headers_and_end(res: Any, resp: Response) -> None:
     if resp.headers:
+        # uWS writes "200 OK" if a header comes before the status; the later call is a no-op.
+        lib.socketify_res_write_int_status(SSL, res, resp.status)
         for name, value in resp.headers:
             k = name.encode("latin-1")
             v = value.encode("latin-1")

@@ -1,0 +1,141 @@
+"""Encoding of records to and from the original gateway's stored shapes, tolerant on read."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, UserRecord
+from pygw.timeutil import iso_from_unix
+
+log = logging.getLogger("pygw.store")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_NONE_STRINGS = frozenset({"", "None", "none", "null"})
+
+
+def clone_json(value: Any) -> Any:
+    """A deep copy through JSON; raises TypeError for values that cannot be stored."""
+    return orjson.loads(orjson.dumps(value))
+
+
+def _timestamp(value: Any, default: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return iso_from_unix(float(value))
+    return default
+
+
+def unix_from_iso(value: str, default: float) -> float:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (ValueError, TypeError):
+        return default
+
+
+# -- users -------------------------------------------------------------------------------------
+def user_to_hash(user: UserRecord) -> dict[str, str]:
+    fields = {"password": user.password, "email": user.email, "role": user.role}
+    if user.last_login is not None:
+        fields["last_login"] = user.last_login
+    return fields
+
+
+def user_from_hash(username: str, fields: dict[str, str]) -> UserRecord:
+    last_login = fields.get("last_login")
+    return UserRecord(
+        username=username,
+        email=fields.get("email", ""),
+        password=fields.get("password", ""),
+        role=fields.get("role") or "user",
+        last_login=None if last_login is None or last_login in _NONE_STRINGS else last_login,
+    )
+
+
+# -- sessions ----------------------------------------------------------------------------------
+def session_to_json(session: SessionRecord) -> bytes:
+    return orjson.dumps(session.to_json_dict())
+
+
+def session_from_json(session_id: str, raw: str | bytes) -> SessionRecord | None:
+    """Parse ``sessions:{id}``; missing fields get defaults, extra fields are ignored."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("session %s holds invalid JSON; treating it as missing", session_id)
+        return None
+    if not isinstance(doc, dict):
+        log.warning("session %s is not a JSON object; treating it as missing", session_id)
+        return None
+    data = doc.get("data")
+    chat_id = doc.get("chat_id")
+    created_at = _timestamp(doc.get("created_at"), "")
+    return SessionRecord(
+        session_id=session_id,
+        user_id=str(doc.get("user_id") or ""),
+        chat_id=None if chat_id is None else str(chat_id),
+        data=data if isinstance(data, dict) else {},
+        created_at=created_at,
+        last_access=_timestamp(doc.get("last_access"), created_at),
+    )
+
+
+# -- connection records ------------------------------------------------------------------------
+def connection_to_hash(record: ConnectionRecord) -> dict[str, str]:
+    fields = {
+        "session_id": record.session_id,
+        "gateway_id": record.gateway_id,
+        "ws_connected": "true" if record.ws_connected else "false",
+        "last_seen": record.last_seen,
+    }
+    if record.connected_at is not None:
+        fields["connected_at"] = record.connected_at
+    return fields
+
+
+def connection_from_hash(fields: dict[str, str]) -> ConnectionRecord:
+    connected_at = fields.get("connected_at")
+    return ConnectionRecord(
+        session_id=fields.get("session_id", ""),
+        gateway_id=fields.get("gateway_id", ""),
+        ws_connected=fields.get("ws_connected", "").strip().lower() in _TRUE,
+        last_seen=fields.get("last_seen", ""),
+        connected_at=None
+        if connected_at is None or connected_at in _NONE_STRINGS
+        else connected_at,
+    )
+
+
+# -- refresh families --------------------------------------------------------------------------
+def family_to_hash(family: RefreshFamily) -> dict[str, str]:
+    return {
+        "username": family.username,
+        "session_id": family.session_id,
+        "refresh_jti": family.refresh_jti,
+        "access_jti": family.access_jti,
+        "access_exp": str(family.access_exp),
+        "expires_at": str(family.expires_at),
+        "revoked": "1" if family.revoked else "0",
+    }
+
+
+def family_from_hash(family: str, fields: dict[str, str]) -> RefreshFamily:
+    return RefreshFamily(
+        family=family,
+        username=fields.get("username", ""),
+        session_id=fields.get("session_id", ""),
+        refresh_jti=fields.get("refresh_jti", ""),
+        access_jti=fields.get("access_jti", ""),
+        access_exp=int(float(fields.get("access_exp") or 0)),
+        expires_at=int(float(fields.get("expires_at") or 0)),
+        revoked=fields.get("revoked") == "1",
+    )
+
+
+def pairs_to_dict(flat: list[str]) -> dict[str, str]:
+    """``[k1, v1, k2, v2, ...]`` (a Lua HGETALL) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

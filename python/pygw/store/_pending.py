@@ -1,0 +1,95 @@
+"""Write-behind bookkeeping: the coalesced, not yet flushed changes of one session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pygw.store._codec import clone_json
+from pygw.store.base import SessionRecord
+
+
+@dataclass(slots=True)
+class SessionDelta:
+    """Changes to apply to a stored session: ``data`` is shallow-merged, the others replaced."""
+
+    chat_id: str | None = None
+    """New chat id; None keeps the stored one."""
+    data: dict[str, Any] = field(default_factory=dict)
+    last_access: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.chat_id is None and not self.data and self.last_access is None
+
+    def absorb(self, newer: SessionDelta) -> None:
+        """Coalesce a later delta into this one (the later one wins key by key)."""
+        if newer.chat_id is not None:
+            self.chat_id = newer.chat_id
+        self.data.update(newer.data)
+        if newer.last_access is not None:
+            self.last_access = newer.last_access
+
+    def apply_to(self, session: SessionRecord) -> None:
+        """Overlay this delta on ``session`` (values are copied, never shared)."""
+        if self.chat_id is not None:
+            session.chat_id = self.chat_id
+        if self.data:
+            session.data.update(clone_json(self.data))
+        if self.last_access is not None:
+            session.last_access = self.last_access
+
+    def script_args(self) -> list[bytes | str]:
+        """The MERGE_SESSION arguments after the first three (see ``_redis_scripts``)."""
+        args: list[bytes | str] = [
+            b"" if self.chat_id is None else orjson.dumps(self.chat_id),
+            b"" if self.last_access is None else orjson.dumps(self.last_access),
+        ]
+        for key, value in self.data.items():
+            args += [key, orjson.dumps(key), orjson.dumps(value)]
+        return args
+
+
+@dataclass(slots=True)
+class PendingSession:
+    """A session with unflushed changes on this node.
+
+    ``view`` is the last known stored state with every pending change applied: later updates in
+    the same interval are answered from it without a round-trip. ``delta`` holds the changes not
+    yet sent; ``inflight`` the ones a flush is writing right now (merged back if it fails).
+    """
+
+    view: SessionRecord
+    delta: SessionDelta = field(default_factory=SessionDelta)
+    inflight: SessionDelta | None = None
+
+    def overlay(self, stored: SessionRecord) -> None:
+        """Apply every unconfirmed change (in flight, then pending) to ``stored``."""
+        if self.inflight is not None:
+            self.inflight.apply_to(stored)
+        self.delta.apply_to(stored)
+
+    def begin_flush(self) -> SessionDelta:
+        self.inflight, self.delta = self.delta, SessionDelta()
+        return self.inflight
+
+    def flush_failed(self) -> None:
+        """Put the in-flight changes back under any that arrived meanwhile."""
+        if self.inflight is not None:
+            self.inflight.absorb(self.delta)
+            self.delta, self.inflight = self.inflight, None
+
+    def flush_done(self) -> None:
+        self.inflight = None
+
+
+def copy_session(session: SessionRecord) -> SessionRecord:
+    return SessionRecord(
+        session_id=session.session_id,
+        user_id=session.user_id,
+        chat_id=session.chat_id,
+        data=clone_json(session.data),
+        created_at=session.created_at,
+        last_access=session.last_access,
+    )

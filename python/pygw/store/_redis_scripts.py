@@ -1,0 +1,349 @@
+"""Lua scripts of the Redis backend, and a tiny EVALSHA-with-SCRIPT-LOAD-fallback wrapper.
+
+Scripts touch keys derived from stored values (a session's owner, a user's sessions), so they
+assume a single Redis instance (or one hash slot); that is the original gateway's deployment too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+ScriptArg = str | bytes | int | float
+
+
+class LuaScript:
+    """A script run by SHA1, loaded on demand (after a restart or SCRIPT FLUSH)."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, client: Redis, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+# A minimal JSON object splitter. The stored session JSON is merged by text: every value keeps
+# its raw text, so arrays (``"conversation": []``), big integers, floats and key order survive
+# untouched. Redis' cjson would turn ``[]`` into ``{}`` and round numbers to 14 digits.
+# Keys are compared decoded (cjson), so ``"caf\u00e9"`` written by Python's json matches ``café``.
+_JSON_SPLICE = r"""
+local function skip_ws(s, i)
+  return (string.find(s, '[^ \t\r\n]', i)) or (#s + 1)
+end
+
+local function string_end(s, i)
+  local j = i + 1
+  while true do
+    local p = string.find(s, '["\\]', j)
+    if not p then return nil end
+    if string.sub(s, p, p) == '"' then return p end
+    j = p + 2
+  end
+end
+
+local function value_end(s, i)
+  local c = string.sub(s, i, i)
+  if c == '"' then return string_end(s, i) end
+  if c == '{' or c == '[' then
+    local depth = 0
+    local j = i
+    while true do
+      local p = string.find(s, '[{}%[%]"]', j)
+      if not p then return nil end
+      local ch = string.sub(s, p, p)
+      if ch == '"' then
+        p = string_end(s, p)
+        if not p then return nil end
+      elseif ch == '{' or ch == '[' then
+        depth = depth + 1
+      else
+        depth = depth - 1
+        if depth == 0 then return p end
+      end
+      j = p + 1
+    end
+  end
+  local p = string.find(s, '[,}%]%s]', i)
+  if p == i or i > #s then return nil end
+  return (p or (#s + 1)) - 1
+end
+
+-- {{decoded_key, raw_key, raw_value}, ...} in document order; nil if s is not a JSON object.
+local function split_object(s)
+  local i = skip_ws(s, 1)
+  if string.sub(s, i, i) ~= '{' then return nil end
+  local out = {}
+  i = skip_ws(s, i + 1)
+  if string.sub(s, i, i) == '}' then return out end
+  while true do
+    if string.sub(s, i, i) ~= '"' then return nil end
+    local ke = string_end(s, i)
+    if not ke then return nil end
+    local raw_key = string.sub(s, i, ke)
+    i = skip_ws(s, ke + 1)
+    if string.sub(s, i, i) ~= ':' then return nil end
+    i = skip_ws(s, i + 1)
+    local ve = value_end(s, i)
+    if not ve then return nil end
+    out[#out + 1] = {cjson.decode(raw_key), raw_key, string.sub(s, i, ve)}
+    i = skip_ws(s, ve + 1)
+    local c = string.sub(s, i, i)
+    if c == '}' then return out end
+    if c ~= ',' then return nil end
+    i = skip_ws(s, i + 1)
+  end
+end
+
+local function get(obj, key)
+  for _, e in ipairs(obj) do
+    if e[1] == key then return e[3] end
+  end
+  return nil
+end
+
+local function put(obj, key, raw_key, raw_value)
+  for _, e in ipairs(obj) do
+    if e[1] == key then
+      e[3] = raw_value
+      return
+    end
+  end
+  obj[#obj + 1] = {key, raw_key, raw_value}
+end
+
+local function join(obj)
+  local parts = {}
+  for n, e in ipairs(obj) do parts[n] = e[2] .. ':' .. e[3] end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+"""
+
+MERGE_SESSION = LuaScript(
+    "merge_session",
+    _JSON_SPLICE
+    + r"""
+-- KEYS: sessions:{sid}, expiry index
+-- ARGV: ttl_ms, expiry score, sid, raw chat_id JSON ('' = keep), raw last_access JSON ('' = keep),
+--       then (key, raw key JSON, raw value JSON) triples shallow-merged into data.
+-- Returns 1 merged, 0 session gone (never resurrected), -1 stored value is not a JSON object.
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, doc = pcall(split_object, cur)
+if not ok or not doc then return -1 end
+if ARGV[4] ~= '' then put(doc, 'chat_id', '"chat_id"', ARGV[4]) end
+if ARGV[5] ~= '' then put(doc, 'last_access', '"last_access"', ARGV[5]) end
+if #ARGV > 5 then
+  local data = nil
+  local data_raw = get(doc, 'data')
+  if data_raw then
+    local ok2, parsed = pcall(split_object, data_raw)
+    if ok2 then data = parsed end
+  end
+  data = data or {}
+  for i = 6, #ARGV, 3 do put(data, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+  put(doc, 'data', '"data"', join(data))
+end
+redis.call('SET', KEYS[1], join(doc), 'PX', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+""",
+)
+
+GET_SESSION = LuaScript(
+    "get_session",
+    r"""
+-- KEYS: sessions:{sid}, expiry index, owner hash
+-- ARGV: ttl_ms, expiry score, sid, user-sessions key prefix, now
+-- Reads the session and refreshes its TTL. A session pygw has never indexed (written by the
+-- original gateway) is adopted into the indexes here.
+local v = redis.call('GETEX', KEYS[1], 'PX', ARGV[1])
+if not v then return false end
+if redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  local ok, doc = pcall(cjson.decode, v)
+  if ok and type(doc) == 'table' and type(doc.user_id) == 'string' then
+    redis.call('ZADD', ARGV[4] .. doc.user_id, 'NX', ARGV[5], ARGV[3])
+    redis.call('HSET', KEYS[3], ARGV[3], doc.user_id)
+  end
+end
+return v
+""",
+)
+
+DELETE_SESSION = LuaScript(
+    "delete_session",
+    r"""
+-- KEYS: sessions:{sid}, expiry index, owner hash;  ARGV: sid, user-sessions key prefix
+local owner = redis.call('HGET', KEYS[3], ARGV[1])
+if not owner then
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    local ok, doc = pcall(cjson.decode, v)
+    if ok and type(doc) == 'table' and type(doc.user_id) == 'string' then owner = doc.user_id end
+  end
+end
+if owner then redis.call('ZREM', ARGV[2] .. owner, ARGV[1]) end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+""",
+)
+
+CLEANUP_SESSIONS = LuaScript(
+    "cleanup_sessions",
+    r"""
+-- KEYS: expiry index, owner hash
+-- ARGV: now, batch limit, user-sessions key prefix, sessions key prefix
+-- Returns {dropped, scanned}. Entries whose key is still alive (TTL refreshed by another
+-- writer) are re-scored instead of dropped.
+local sids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local dropped = 0
+for _, sid in ipairs(sids) do
+  local pttl = redis.call('PTTL', ARGV[4] .. sid)
+  if pttl == -2 then
+    local owner = redis.call('HGET', KEYS[2], sid)
+    if owner then redis.call('ZREM', ARGV[3] .. owner, sid) end
+    redis.call('HDEL', KEYS[2], sid)
+    redis.call('ZREM', KEYS[1], sid)
+    dropped = dropped + 1
+  elseif pttl == -1 then
+    redis.call('ZADD', KEYS[1], '+inf', sid)
+  else
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + pttl / 1000, sid)
+  end
+end
+return {dropped, #sids}
+""",
+)
+
+CREATE_USER = LuaScript(
+    "create_user",
+    r"""
+-- KEYS: users:{u}, user index;  ARGV: username, field, value, ...
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+""",
+)
+
+UPDATE_USER = LuaScript(
+    "update_user",
+    r"""
+-- KEYS: users:{u};  ARGV: field, value, ...  (nothing is created for a missing user)
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 1
+""",
+)
+
+DELETE_USER = LuaScript(
+    "delete_user",
+    r"""
+-- KEYS: users:{u}, user's session index, expiry index, owner hash, connections:{u},
+--       user's family set, user's current family, user index
+-- ARGV: username, sessions key prefix, family key prefix
+-- Returns {user existed (0/1), {deleted session ids}}.
+local sids = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, sid in ipairs(sids) do
+  redis.call('DEL', ARGV[2] .. sid)
+  redis.call('ZREM', KEYS[3], sid)
+  redis.call('HDEL', KEYS[4], sid)
+end
+for _, f in ipairs(redis.call('SMEMBERS', KEYS[6])) do redis.call('DEL', ARGV[3] .. f) end
+redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7])
+redis.call('SREM', KEYS[8], ARGV[1])
+return {redis.call('DEL', KEYS[1]), sids}
+""",
+)
+
+CREATE_FAMILY = LuaScript(
+    "create_family",
+    r"""
+-- KEYS: family hash, user's current family, user's family set
+-- ARGV: expires_at (unix s), family id, field, value, ...
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+if redis.call('EXPIRETIME', KEYS[3]) < tonumber(ARGV[1]) then
+  redis.call('EXPIREAT', KEYS[3], ARGV[1])
+end
+return 1
+""",
+)
+
+ROTATE_REFRESH = LuaScript(
+    "rotate_refresh",
+    r"""
+-- KEYS: family hash;  ARGV: presented jti, new refresh jti, new access jti, new access exp, now
+-- Returns {status, flat field list of the family before the call}.
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return {'unknown'} end
+local f = {}
+for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+if (tonumber(f['expires_at']) or 0) <= tonumber(ARGV[5]) then return {'unknown'} end
+if f['revoked'] == '1' then return {'revoked', h} end
+if f['refresh_jti'] ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  return {'reused', h}
+end
+redis.call('HSET', KEYS[1], 'refresh_jti', ARGV[2], 'access_jti', ARGV[3], 'access_exp', ARGV[4])
+return {'ok', h}
+""",
+)
+
+REVOKE_FAMILY = LuaScript(
+    "revoke_family",
+    r"""
+-- KEYS: family hash.  Returns the field list before the call, or nil if unknown.
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return false end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return h
+""",
+)
+
+CURRENT_FAMILY = LuaScript(
+    "current_family",
+    r"""
+-- KEYS: user's current family;  ARGV: family key prefix.  Returns {family id, field list} or nil.
+local f = redis.call('GET', KEYS[1])
+if not f then return false end
+return {f, redis.call('HGETALL', ARGV[1] .. f)}
+""",
+)
+
+CLEAR_CURRENT_FAMILY = LuaScript(
+    "clear_current_family",
+    r"""
+-- KEYS: user's current family;  ARGV: family id.  Compare-and-delete.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""",
+)
+
+ALL_SCRIPTS = (
+    MERGE_SESSION,
+    GET_SESSION,
+    DELETE_SESSION,
+    CLEANUP_SESSIONS,
+    CREATE_USER,
+    UPDATE_USER,
+    DELETE_USER,
+    CREATE_FAMILY,
+    ROTATE_REFRESH,
+    REVOKE_FAMILY,
+    CURRENT_FAMILY,
+    CLEAR_CURRENT_FAMILY,
+)

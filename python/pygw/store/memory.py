@@ -1,0 +1,287 @@
+"""In-process backend: the embedded default when no ``REDIS_URL`` is set (one node only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pygw.errors import NotOwner
+from pygw.store._codec import clone_json
+from pygw.store._pending import copy_session
+from pygw.store.base import (
+    ConnectionRecord,
+    RefreshFamily,
+    RotateOutcome,
+    SessionRecord,
+    Storage,
+    StorageStats,
+    UserRecord,
+)
+from pygw.timeutil import iso_from_unix
+
+log = logging.getLogger("pygw.store.memory")
+
+
+@dataclass(slots=True)
+class _Stored:
+    session: SessionRecord
+    expires_at: float
+
+
+class MemoryStorage(Storage):
+    """Dicts in this process. Writes apply at once; records are copied in and out.
+
+    Sessions expire ``session_ttl`` seconds after their last access (per ``clock``); expired
+    ones are invisible at once, dropped when touched, and swept every ``sweep_interval``
+    seconds by a task started in :meth:`start`.
+    """
+
+    name = "memory"
+
+    def __init__(
+        self,
+        session_ttl: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float | None = None,
+    ) -> None:
+        self._ttl = session_ttl
+        self._clock = clock
+        self._sweep_interval = (
+            sweep_interval if sweep_interval is not None else min(max(session_ttl, 0.1), 60.0)
+        )
+        self._users: dict[str, UserRecord] = {}
+        self._sessions: dict[str, _Stored] = {}
+        self._user_sessions: dict[str, dict[str, None]] = {}  # insertion order = oldest first
+        self._connections: dict[str, ConnectionRecord] = {}
+        self._revoked: dict[str, int] = {}
+        self._families: dict[str, RefreshFamily] = {}
+        self._user_families: dict[str, set[str]] = {}
+        self._current: dict[str, str] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="pygw-memory-sweep")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def ping(self) -> None:
+        return None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                self._sweep()
+            except Exception:
+                log.exception("session sweep failed")
+
+    # -- users ----------------------------------------------------------------------------------
+    async def create_user(self, user: UserRecord) -> bool:
+        if user.username in self._users:
+            return False
+        self._users[user.username] = dataclasses.replace(user)
+        return True
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        user = self._users.get(username)
+        return None if user is None else dataclasses.replace(user)
+
+    async def update_user(self, username: str, fields: dict[str, str]) -> bool:
+        user = self._users.get(username)
+        if user is None:
+            return False
+        known = {f.name for f in dataclasses.fields(UserRecord)} - {"username"}
+        for name, value in fields.items():
+            if name in known:
+                setattr(user, name, value)
+        return True
+
+    async def delete_user(self, username: str) -> bool:
+        for sid in self._user_sessions.pop(username, {}):
+            self._sessions.pop(sid, None)
+        self._connections.pop(username, None)
+        for family in self._user_families.pop(username, set()):
+            self._families.pop(family, None)
+        self._current.pop(username, None)
+        return self._users.pop(username, None) is not None
+
+    async def list_users(self) -> list[UserRecord]:
+        return [dataclasses.replace(u) for _, u in sorted(self._users.items())]
+
+    async def stats(self) -> StorageStats:
+        now = self._clock()
+        live = sum(1 for s in self._sessions.values() if s.expires_at > now)
+        return StorageStats(
+            total_users=len(self._users),
+            active_sessions=live,
+            extra={"revoked_tokens": len(self._revoked)},
+        )
+
+    # -- sessions -------------------------------------------------------------------------------
+    def _live(self, session_id: str) -> _Stored | None:
+        stored = self._sessions.get(session_id)
+        if stored is not None and stored.expires_at <= self._clock():
+            self._drop(session_id)
+            return None
+        return stored
+
+    def _drop(self, session_id: str) -> None:
+        stored = self._sessions.pop(session_id, None)
+        if stored is not None:
+            index = self._user_sessions.get(stored.session.user_id)
+            if index is not None:
+                index.pop(session_id, None)
+                if not index:
+                    del self._user_sessions[stored.session.user_id]
+
+    def _sweep(self) -> int:
+        now = self._clock()
+        expired = [sid for sid, s in self._sessions.items() if s.expires_at <= now]
+        for sid in expired:
+            self._drop(sid)
+        return len(expired)
+
+    async def create_session(self, session: SessionRecord) -> None:
+        self._drop(session.session_id)
+        self._sessions[session.session_id] = _Stored(
+            copy_session(session), self._clock() + self._ttl
+        )
+        self._user_sessions.setdefault(session.user_id, {})[session.session_id] = None
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        stored = self._live(session_id)
+        if stored is None:
+            return None
+        stored.expires_at = self._clock() + self._ttl
+        return copy_session(stored.session)
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        chat_id: str | None = None,
+        data: dict[str, Any] | None = None,
+        owner: str | None = None,
+    ) -> SessionRecord | None:
+        stored = self._live(session_id)
+        if stored is None:
+            return None
+        if owner is not None and stored.session.user_id != owner:
+            raise NotOwner(session_id)
+        now = self._clock()
+        session = stored.session
+        if data:
+            session.data.update(clone_json(data))
+        if chat_id is not None:
+            session.chat_id = chat_id
+        session.last_access = iso_from_unix(now)
+        stored.expires_at = now + self._ttl
+        return copy_session(session)
+
+    async def delete_session(self, session_id: str) -> None:
+        self._drop(session_id)
+
+    async def list_user_sessions(self, username: str) -> list[SessionRecord]:
+        now = self._clock()
+        return [
+            copy_session(stored.session)
+            for sid in self._user_sessions.get(username, {})
+            if (stored := self._sessions[sid]).expires_at > now
+        ]
+
+    async def cleanup_sessions(self) -> int:
+        return self._sweep()
+
+    async def flush(self) -> None:
+        """Nothing to do: memory writes apply at once."""
+
+    # -- connection records ---------------------------------------------------------------------
+    async def set_connection(self, username: str, record: ConnectionRecord) -> None:
+        self._connections[username] = dataclasses.replace(record)
+
+    async def get_connection(self, username: str) -> ConnectionRecord | None:
+        record = self._connections.get(username)
+        return None if record is None else dataclasses.replace(record)
+
+    async def delete_connection(self, username: str) -> None:
+        self._connections.pop(username, None)
+
+    # -- token state ----------------------------------------------------------------------------
+    async def revoke_token(self, jti: str, exp: int) -> None:
+        self._revoked[jti] = max(exp, self._revoked.get(jti, exp))
+
+    async def revoked_tokens(self, now: int) -> list[tuple[str, int]]:
+        """Entries with ``exp >= now``; older ones are pruned."""
+        for jti in [j for j, exp in self._revoked.items() if exp < now]:
+            del self._revoked[jti]
+        return list(self._revoked.items())
+
+    def _family(self, family: str, now: float) -> RefreshFamily | None:
+        record = self._families.get(family)
+        if record is not None and record.expires_at <= now:
+            del self._families[family]
+            self._user_families.get(record.username, set()).discard(family)
+            return None
+        return record
+
+    async def create_family(self, family: RefreshFamily) -> None:
+        self._families[family.family] = dataclasses.replace(family)
+        self._user_families.setdefault(family.username, set()).add(family.family)
+        self._current[family.username] = family.family
+
+    async def rotate_refresh(
+        self,
+        family: str,
+        presented_jti: str,
+        new_refresh_jti: str,
+        new_access_jti: str,
+        new_access_exp: int,
+        now: int,
+    ) -> RotateOutcome:
+        record = self._family(family, now)
+        if record is None:
+            return RotateOutcome("unknown")
+        before = dataclasses.replace(record)
+        if record.revoked:
+            return RotateOutcome("revoked", before)
+        if record.refresh_jti != presented_jti:
+            record.revoked = True
+            return RotateOutcome("reused", before)
+        record.refresh_jti = new_refresh_jti
+        record.access_jti = new_access_jti
+        record.access_exp = new_access_exp
+        return RotateOutcome("ok", before)
+
+    async def revoke_family(self, family: str) -> RefreshFamily | None:
+        record = self._family(family, self._clock())
+        if record is None:
+            return None
+        before = dataclasses.replace(record)
+        record.revoked = True
+        return before
+
+    async def current_family(self, username: str) -> RefreshFamily | None:
+        """The current family unless it expired or was revoked."""
+        family = self._current.get(username)
+        record = None if family is None else self._family(family, self._clock())
+        if record is None or record.revoked:
+            return None
+        return dataclasses.replace(record)
+
+    async def clear_current_family(self, username: str, family: str) -> None:
+        if self._current.get(username) == family:
+            del self._current[username]
