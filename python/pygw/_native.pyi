@@ -1,1 +1,291 @@
-__version__: str
+"""Rust core of pygw: JWT, client-frame codec, channel permissions, rate limiting, history.
+
+Everything here is implemented in Rust (``native/``); this stub is written by hand.
+"""
+
+from typing import Final, Self, final
+
+__all__ = [
+    "ChannelPolicy",
+    "Claims",
+    "ClientFrame",
+    "ExpiredToken",
+    "FrameError",
+    "HistoryBuffers",
+    "InvalidToken",
+    "RateLimiter",
+    "RevokedToken",
+    "TokenCodec",
+    "TokenError",
+    "__version__",
+    "decode_frame",
+    "encode_message",
+]
+
+__version__: Final[str]
+
+# --------------------------------------------------------------------------- JWT
+
+class TokenError(Exception):
+    """A token was refused (base class)."""
+
+class InvalidToken(TokenError):
+    """Malformed, badly signed, wrong algorithm, bad claims, not yet valid (``nbf``)
+    or of the wrong token type."""
+
+class ExpiredToken(TokenError):
+    """The token's ``exp`` (plus leeway) has passed."""
+
+class RevokedToken(TokenError):
+    """The token's ``jti`` is on the revocation list."""
+
+@final
+class Claims:
+    """The claims of a verified token (immutable).
+
+    Cached verifications return the same ``Claims`` object for the same token.
+    """
+
+    @property
+    def sub(self) -> str: ...
+    @property
+    def user_id(self) -> str:
+        """The ``user_id`` claim, or ``sub`` when absent."""
+    @property
+    def role(self) -> str:
+        """The ``role`` claim, or ``"user"``."""
+    @property
+    def exp(self) -> int:
+        """Expiry, UNIX seconds (fractional values are floored)."""
+    @property
+    def iat(self) -> int | None: ...
+    @property
+    def jti(self) -> str | None: ...
+    @property
+    def sid(self) -> str | None: ...
+    @property
+    def typ(self) -> str:
+        """The ``typ`` claim, or ``"access"``."""
+    @property
+    def fam(self) -> str | None:
+        """Refresh-token family."""
+    def to_dict(self) -> dict[str, object]:
+        """A new dict of every claim in the payload, unknown ones included."""
+    def __repr__(self) -> str: ...
+
+@final
+class TokenCodec:
+    """Signs and verifies JWTs (JWS compact form) for one algorithm and key.
+
+    Algorithms: ``HS256``/``HS384``/``HS512`` (``secret``), ``RS256``/``RS384``/``RS512``
+    (RSA >= 2048 bits), ``ES256``/``ES384`` and ``EdDSA`` (Ed25519) with PEM keys. Private
+    keys: PKCS#8 (``PRIVATE KEY``), PKCS#1 (``RSA PRIVATE KEY``) or SEC1 (``EC PRIVATE KEY``),
+    unencrypted; public keys: SubjectPublicKeyInfo (``PUBLIC KEY``) or ``RSA PUBLIC KEY``.
+    Without ``public_key_pem`` the public key is derived from the private key; without
+    ``private_key_pem`` the codec can only verify.
+
+    Verified tokens are cached (key: the token string) up to ``cache_size`` entries,
+    evicting the oldest insertion first (FIFO); ``cache_size=0`` disables the cache.
+    A cache hit re-checks expiry, ``nbf``, token type and revocation. Failed
+    verifications are never cached. Thread-safe; the GIL is released during
+    public-key signing and verification.
+
+    Raises ValueError for an unsupported algorithm, a missing, unusable or
+    mismatched key, or a negative leeway.
+    """
+
+    def __new__(
+        cls,
+        algorithm: str,
+        *,
+        secret: bytes | None = None,
+        private_key_pem: bytes | None = None,
+        public_key_pem: bytes | None = None,
+        cache_size: int = 100_000,
+        leeway: int = 0,
+    ) -> Self: ...
+    def sign(self, payload_json: bytes) -> str:
+        """Sign a JSON object. The header is ``{"alg":<alg>,"typ":"JWT"}``; the payload
+        bytes are embedded verbatim. ValueError if the codec has no private key or the
+        payload is not a JSON object."""
+    def verify(self, token: str, now: int | None = None, typ: str = "access") -> Claims:
+        """Verify ``token`` at ``now`` (UNIX seconds, default: the current time).
+
+        Checks the structure, that the header ``alg`` equals the codec's algorithm
+        (``none`` is never accepted), the signature, that the payload is a JSON object
+        with a string ``sub`` and a numeric ``exp``, ``nbf`` if present (both with
+        leeway), that the token's ``typ`` claim (default ``"access"``) equals ``typ``,
+        and that its ``jti`` is not revoked.
+
+        Raises ExpiredToken, RevokedToken or InvalidToken (all TokenError).
+        """
+    def revoke(self, jti: str, exp: int) -> None:
+        """Revoke ``jti``; the entry may be pruned once ``exp`` (plus leeway) has passed."""
+    def is_revoked(self, jti: str) -> bool: ...
+    def prune(self, now: int | None = None) -> int:
+        """Drop expired revocations and expired cache entries; return how many."""
+    def clear_cache(self) -> None: ...
+    @property
+    def cache_len(self) -> int: ...
+    @property
+    def revoked_len(self) -> int: ...
+    @property
+    def algorithm(self) -> str: ...
+    def __repr__(self) -> str: ...
+
+# ----------------------------------------------------------------- client frames
+
+class FrameError(ValueError):
+    """A client frame was refused. ``str(err) == err.message``.
+
+    ``decode_frame`` sets the attributes below on the instances it raises.
+    """
+
+    code: int
+    """Protocol error code (400)."""
+    message: str
+    """``"Invalid JSON"``, ``"Missing message type"`` or ``"Invalid field: <name>"``."""
+    id: bytes | None
+    """Raw JSON of the frame's ``id`` if one could be read, to echo in the reply."""
+
+@final
+class ClientFrame:
+    """A decoded client frame. Raw members are the exact bytes of the input."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def id(self) -> bytes | None:
+        """Raw JSON text of ``id`` as sent, e.g. ``b'7'`` or ``b'"abc"'``."""
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def data(self) -> bytes | None:
+        """Raw JSON text of ``data`` as sent (``b'null'`` for an explicit null)."""
+    @property
+    def since_epoch(self) -> str | None:
+        """``since.epoch`` of a recovery request."""
+    @property
+    def since_offset(self) -> int | None:
+        """``since.offset`` of a recovery request."""
+    def json(self) -> object:
+        """The whole frame parsed like ``json.loads`` (integers outside the 64-bit range
+        become floats)."""
+    def __repr__(self) -> str: ...
+
+def decode_frame(payload: bytes | str) -> ClientFrame:
+    """Decode a client frame (a JSON object; ``bytes`` must be UTF-8).
+
+    Raises FrameError(400) with message ``"Invalid JSON"`` (not JSON, not an object, or
+    a member given twice), ``"Missing message type"`` (``type`` absent or not a non-empty
+    string) or ``"Invalid field: channel|key|since"`` (``channel``/``key`` not a string,
+    ``since`` not ``{"epoch": str, "offset": int >= 0}``). TypeError for other types.
+    """
+
+def encode_message(channel: str, data_json: bytes, offset: int | None = None) -> bytes:
+    """``{"type":"message","channel":<channel>,"data":<data_json>,"offset":<n>}``, compact;
+    ``data_json`` is embedded verbatim (trusted to be valid JSON); no ``offset`` member
+    when ``offset`` is None."""
+
+# ---------------------------------------------------------- channel permissions
+
+@final
+class ChannelPolicy:
+    """Who may subscribe or publish to which channel.
+
+    ``namespaces_json`` is a JSON list of ``{"name": str, "subscribe": [roles] | "*",
+    "publish": [roles] | "*", "history_size": int = 0, "history_ttl": float = 0,
+    "presence": bool = False}``. An empty role list allows nobody; an omitted
+    ``subscribe``/``publish`` means ``"*"``, except in the ``admin`` namespace where it
+    means ``["admin"]`` (an explicit ``null`` is an error, not a default). Unknown keys,
+    duplicate names and bad values raise ValueError.
+
+    Channel names: 1..255 bytes of ``[A-Za-z0-9_\\-.:@=/+]``, not starting with ``:``.
+    The namespace is the text before the first ``:`` (``""`` if there is none).
+    Built-ins: ``user:<id>`` may be subscribed only by user ``<id>`` and never published
+    to by clients (configuration can only restrict it further); ``admin`` is admin-only
+    unless configured. Other unconfigured namespaces are open to every role if
+    ``allow_unknown``, else refused with 404.
+    """
+
+    def __new__(cls, namespaces_json: bytes = b"[]", allow_unknown: bool = True) -> Self: ...
+    def check(self, action: str, channel: str, user_id: str, role: str) -> int:
+        """0 if ``action`` (``"subscribe"`` or ``"publish"``) is allowed, else 400 (invalid
+        channel name), 403 (permission denied) or 404 (unknown namespace). ValueError for
+        another action."""
+    def options(self, channel: str) -> tuple[int, float, bool]:
+        """``(history_size, history_ttl, presence)`` of the channel's namespace;
+        ``(0, 0.0, False)`` if it is not configured. The name is not validated."""
+    def namespace(self, channel: str) -> str: ...
+
+# -------------------------------------------------------------- rate limiting
+
+@final
+class RateLimiter:
+    """GCRA rate limiter: ``rate`` events per second sustained, ``burst`` at once, per key.
+
+    Keys are ``str`` or ``int`` (64-bit; ``"1"`` and ``1`` are different keys). At most
+    ``max_keys`` keys are tracked: when full, keys back in their fresh state are pruned;
+    if that frees too little, the keys closest to fresh (earliest theoretical arrival
+    time, i.e. the least limited) are evicted until 1/16 of the capacity is free.
+
+    ``now`` is in seconds and defaults to ``time.monotonic()``'s clock. ValueError if
+    ``rate <= 0``, ``burst < 1`` or ``max_keys < 1``.
+    """
+
+    def __new__(cls, rate: float, burst: int, max_keys: int = 1_000_000) -> Self: ...
+    def check(self, key: str | int, now: float | None = None, cost: int = 1) -> float:
+        """0.0 if allowed (``cost`` is consumed); else the seconds to wait until it would
+        be allowed (nothing consumed), ``math.inf`` if ``cost > burst``. TypeError for
+        other key types; OverflowError for a negative cost."""
+    def remove(self, key: str | int) -> None: ...
+    def reset(self) -> None:
+        """Forget every key."""
+    def prune(self, now: float | None = None) -> int:
+        """Drop keys whose state equals a fresh key's; return how many."""
+    def __len__(self) -> int: ...
+
+# ------------------------------------------------------------------- history
+
+@final
+class HistoryBuffers:
+    """Per-channel publication history (the memory backend's streams).
+
+    Each channel's stream numbers publications 1, 2, 3, ... under a random epoch (16 hex
+    digits) chosen when the stream is created. Streams live until ``remove()``;
+    ``prune()`` only drops expired publications, so epochs stay stable. ``now`` is in
+    seconds and defaults to ``time.time()``.
+    """
+
+    def __new__(cls) -> Self: ...
+    def publish(
+        self, channel: str, data_json: bytes, size: int, ttl: float, now: float | None = None
+    ) -> tuple[int, str, bytes]:
+        """Append a publication; return ``(offset, epoch, envelope)`` where envelope is
+        ``encode_message(channel, data_json, offset)``. Keeps the newest ``size``
+        publications (0: none, offsets still advance) younger than ``ttl`` seconds
+        (0: no expiry; the latest ttl applies to the whole stream). ValueError for a
+        negative or non-finite ttl."""
+    def recover(
+        self, channel: str, epoch: str, offset: int, now: float | None = None
+    ) -> tuple[list[bytes], bool, str, int]:
+        """``(envelopes, recovered, epoch, top)``: the retained envelopes after ``offset``
+        in order, and whether they are everything the client missed (same epoch and no
+        gap; a client at the top gets ``([], True, ...)``). With another epoch, or an
+        offset beyond the top, the list is empty and ``recovered`` False. Creates the
+        stream (top 0) for an unknown channel."""
+    def top(self, channel: str) -> tuple[str, int]:
+        """``(epoch, top offset)``, creating the stream if needed."""
+    def history(
+        self, channel: str, since: int = 0, limit: int = 100, now: float | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` retained ``(offset, data_json)`` with offset > ``since``, oldest
+        first. Does not create a stream."""
+    def remove(self, channel: str) -> None:
+        """Forget the stream; a later publish starts a new epoch at offset 1."""
+    def prune(self, now: float | None = None) -> int:
+        """Drop expired publications in every stream; return how many."""
+    def __len__(self) -> int:
+        """Number of streams."""

@@ -1,0 +1,19 @@
+//! PyO3 wrappers: argument conversion, default clocks, exceptions.
+
+mod channels;
+mod codec;
+mod history;
+mod json;
+mod jwt;
+mod ratelimit;
+
+use pyo3::prelude::*;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    jwt::register(m)?;
+    codec::register(m)?;
+    channels::register(m)?;
+    ratelimit::register(m)?;
+    history::register(m)?;
+    Ok(())
+}
