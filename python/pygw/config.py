@@ -69,9 +69,12 @@ class Settings:
     ping_interval: float = 25.0
     inactivity_timeout: float = 60.0
     ws_max_message_bytes: int = 64 * 1024
-    ws_max_backpressure: int = 1 << 20
+    ws_max_backpressure: int = 256 * 1024
+    """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
     namespaces: list[dict[str, Any]] = field(default_factory=list)
+    message_roles: dict[str, list[str]] = field(default_factory=dict)
+    """Client message type -> roles allowed to send it (unlisted types: any role)."""
     allow_unknown_namespaces: bool = True
     json_logs: bool = False
     generated_secret: bool = False
@@ -135,6 +138,20 @@ class Settings:
             if not isinstance(parsed, list):
                 raise ConfigError("PYGW_NAMESPACES must be a JSON list of namespace objects")
             s.namespaces = parsed
+        roles = get("PYGW_MESSAGE_ROLES")
+        if roles:
+            try:
+                parsed_roles = orjson.loads(_read_file_or_value(roles))
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"PYGW_MESSAGE_ROLES is not valid JSON: {exc}") from None
+            if not isinstance(parsed_roles, dict) or not all(
+                isinstance(v, list) and all(isinstance(r, str) for r in v)
+                for v in parsed_roles.values()
+            ):
+                raise ConfigError(
+                    'PYGW_MESSAGE_ROLES must map types to role lists: {"t": ["admin"]}'
+                )
+            s.message_roles = parsed_roles
         s.allow_unknown_namespaces = get("PYGW_ALLOW_UNKNOWN_NAMESPACES", "true").lower() in (
             "1",
             "true",

@@ -239,9 +239,12 @@ class Gateway:
             self.http,
             self.hub,
             WSOptions(
-                max_payload_length=s.ws_max_message_bytes,
+                # Frames over the limit are refused by the hub with 1009 and a close frame; uWS
+                # itself cuts the TCP stream (no close frame) at 4x, so it never buffers more.
+                max_payload_length=max(s.ws_max_message_bytes * 4, 64 * 1024),
                 idle_timeout=int(min(960, max(8, s.inactivity_timeout * 2))),
-                max_backpressure=s.ws_max_backpressure,
+                # The hub closes slow readers at the limit (1013); uWS cuts at 8x as a backstop.
+                max_backpressure=s.ws_max_backpressure * 8,
             ),
         )
         self.port = self._server.listen(host or s.host, s.port if port is None else port)

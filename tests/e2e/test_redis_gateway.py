@@ -164,14 +164,16 @@ def test_legacy_sha256_password_is_accepted_once_and_upgraded(
 def test_role_set_directly_in_redis_applies_at_next_login(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    with GatewayProcess(redis_url=redis_server.url, log_path=tmp_path / "gw.log") as gw:
-        with httpx.Client(base_url=gw.url, timeout=10) as client:
-            account = new_account(client)
-            assert client.get("/admin/users", headers=account.headers).status_code == 403
-            with redis.Redis.from_url(redis_server.url) as r:
-                r.hset(f"users:{account.username}", "role", "admin")
-            again = login(client, account.username, account.password)
-            assert client.get("/admin/users", headers=again.headers).status_code == 200
+    with (
+        GatewayProcess(redis_url=redis_server.url, log_path=tmp_path / "gw.log") as gw,
+        httpx.Client(base_url=gw.url, timeout=10) as client,
+    ):
+        account = new_account(client)
+        assert client.get("/admin/users", headers=account.headers).status_code == 403
+        with redis.Redis.from_url(redis_server.url) as r:
+            r.hset(f"users:{account.username}", "role", "admin")
+        again = login(client, account.username, account.password)
+        assert client.get("/admin/users", headers=again.headers).status_code == 200
 
 
 def test_two_nodes_share_users_sessions_and_revocation(

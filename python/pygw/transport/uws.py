@@ -559,7 +559,6 @@ class UWSServer:
         self._app = lib.uws_create_app(SSL, options[0])
         if lib.uws_constructor_failed(SSL, self._app):
             raise RuntimeError("could not create the uWebSockets app")
-        self._corked_upgrade: tuple[Any, UpgradeRequest, Any] | None = None
         self._listen_socket: Any = None
         self._listen_config: Any = None
         self.port = 0
@@ -780,11 +779,12 @@ class UWSServer:
         except Exception:
             log.exception("WebSocket upgrade handler failed")
             sock = None
-        # Writing the 101 from asyncio: cork it so it leaves now.
-        self._corked_upgrade = (pending.context, pending.request, sock)
-        lib.uws_res_cork(SSL, pending.res, _cork_upgrade, _NULL)
-        self._corked_upgrade = None
+        # Not inside a cork: uWS corks the upgrade itself and swaps the socket for a WebSocket,
+        # which a cork around it would outlive. Writes made by the open handler leave on the
+        # next libuv iteration.
+        self._complete_upgrade(pending.res, pending.context, pending.request, sock)
         pending.handle = None
+        self.bridge.kick()
 
     def _complete_upgrade(self, res: Any, context: Any, request: UpgradeRequest, sock: Any) -> None:
         if sock is None:
@@ -803,12 +803,3 @@ class UWSServer:
             len(request.extensions),
             context,
         )
-
-
-@ffi.callback("void(uws_res_t*, void*)")
-def _cork_upgrade(res: Any, _ud: Any) -> None:
-    server = _server
-    if server is None or server._corked_upgrade is None:
-        return
-    context, request, sock = server._corked_upgrade
-    server._complete_upgrade(res, context, request, sock)

@@ -29,6 +29,7 @@ class Connection:
         "closing",
         "connected_at",
         "errors",
+        "errors_since",
         "exp",
         "family",
         "handle",
@@ -69,6 +70,7 @@ class Connection:
         """Set when the upgrade is accepted only to close with 1008 and this reason."""
         self.channels: set[str] | None = None
         self.errors = 0
+        self.errors_since = 0.0
         self.closing = False
         self.connected_at = time.time()
         self.last_seen = time.monotonic()

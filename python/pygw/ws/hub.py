@@ -27,6 +27,8 @@ from pygw.transport.uws import UpgradeRequest
 from pygw.ws.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
     Connection,
 )
 
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
     from pygw.gateway import Gateway
 
 log = logging.getLogger("pygw.ws")
+
+ERROR_WINDOW = 10.0
+"""More than ``PYGW_WS_MAX_ERRORS`` error replies within this many seconds close the socket."""
+
+SWEEP_INTERVAL = 0.1
+"""Seconds between checks of send buffers (only after deliveries)."""
+SWEEP_BATCH = 5000
+"""Connections checked per tick."""
 
 ALL_TOPIC = b"\x00all"
 """Every connection is subscribed to this topic: keep-alive pings and broadcasts to everyone."""
@@ -66,6 +76,10 @@ class ClientError(Exception):
         self.message = message
 
 
+def _seconds(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
 def user_channel(user_id: str) -> str:
     return f"user:{user_id}"
 
@@ -81,6 +95,8 @@ class Hub:
             orjson.dumps(settings.namespaces), settings.allow_unknown_namespaces
         )
         self.max_errors = settings.ws_max_errors
+        self.max_message_bytes = settings.ws_max_message_bytes
+        self.configured_roles = {t: frozenset(roles) for t, roles in settings.message_roles.items()}
         self.conns: dict[int, Connection] = {}
         self.users: dict[str, set[Connection]] = {}
         self._channel_refs: dict[str, int] = {}
@@ -91,7 +107,11 @@ class Hub:
         self.fallback: Callable[[Connection, ClientFrame], Awaitable[Any] | None] | None = None
         """Consulted for unknown types before answering "Unknown message type" (dynamic routes)."""
         self._ticker: asyncio.TimerHandle | None = None
-        self.deliveries = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._delivered = False
+        self._sweep_queue: list[Connection] | None = None
+        self._sweep_pos = 0
+        self.backpressure_limit = settings.ws_max_backpressure
         for name, handler in (
             ("ping", self._on_ping),
             ("pong", self._on_pong),
@@ -104,7 +124,13 @@ class Hub:
 
     # -- registry ------------------------------------------------------------------------------
     def register(self, type_: str, handler: Handler, roles: Iterable[str] | None = None) -> None:
-        self.types[type_] = MessageType(handler, frozenset(roles) if roles is not None else None)
+        """Handle client messages of ``type_``; ``roles`` limits who may send them (configured
+        ``PYGW_MESSAGE_ROLES`` win over what the code says)."""
+        configured = self.configured_roles.get(type_)
+        allowed = configured if configured is not None else roles
+        self.types[type_] = MessageType(
+            handler, frozenset(allowed) if allowed is not None else None
+        )
 
     @property
     def connection_count(self) -> int:
@@ -118,11 +144,43 @@ class Hub:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._ticker = loop.call_later(self.gw.settings.ping_interval, self._keepalive)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep_backpressure)
 
     def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
+        for handle in (self._ticker, self._sweeper):
+            if handle is not None:
+                handle.cancel()
+        self._ticker = self._sweeper = None
+
+    def _sweep_backpressure(self) -> None:
+        """Close, with 1013 and a close frame, clients whose send buffer passed the limit.
+
+        A pass starts only after deliveries (nothing else grows buffers) and checks at most
+        SWEEP_BATCH connections per tick, so its cost stays small with 100k connections. If a
+        burst outruns it, uWS terminates the socket at 8x the limit (no close frame then)."""
+        if self._sweep_queue is None and self._delivered:
+            self._delivered = False
+            self._sweep_queue = list(self.conns.values())
+            self._sweep_pos = 0
+        queue = self._sweep_queue
+        if queue is not None:
+            limit = self.backpressure_limit
+            buffered = uws.ws_buffered_amount
+            end = self._sweep_pos + SWEEP_BATCH
+            for conn in queue[self._sweep_pos : end]:
+                if conn.ws is None or conn.closing:
+                    continue
+                amount = buffered(conn.ws)
+                if amount > limit:
+                    self.gw.metrics.rate_limited["backpressure"] += 1
+                    log.info("closing %r: %d bytes queued (limit %d)", conn, amount, limit)
+                    conn.close(CLOSE_TRY_AGAIN, "Backpressure limit exceeded")
+            self._sweep_pos = end
+            if end >= len(queue):
+                self._sweep_queue = None
+        self._sweeper = asyncio.get_running_loop().call_later(
+            SWEEP_INTERVAL, self._sweep_backpressure
+        )
 
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "Server shutting down") -> int:
         conns = list(self.conns.values())
@@ -193,8 +251,8 @@ class Hub:
                 "user_id": conn.user_id,
                 "session_id": conn.session_id,
                 "gateway_id": gw.settings.gateway_id,
-                "ping_interval": gw.settings.ping_interval,
-                "inactivity_timeout": gw.settings.inactivity_timeout,
+                "ping_interval": _seconds(gw.settings.ping_interval),
+                "inactivity_timeout": _seconds(gw.settings.inactivity_timeout),
             }
         )
         gw.metrics.connections_opened += 1
@@ -258,12 +316,24 @@ class Hub:
         if conn.closing:
             return
         self.gw.metrics.messages_in += 1
+        if len(data) > self.max_message_bytes:
+            conn.close(CLOSE_TOO_BIG, "Message too big")
+            return
         try:
             frame = decode_frame(data)
         except FrameError as exc:
             self.error(conn, exc.code, exc.message, exc.id)
             return
         kind = self.types.get(frame.type)
+        roles = kind.roles if kind is not None else self.configured_roles.get(frame.type)
+        if roles is not None and conn.role not in roles:
+            self.error(
+                conn,
+                E_FORBIDDEN,
+                f"Unauthorized: role '{conn.role}' cannot send '{frame.type}'",
+                frame.id,
+            )
+            return
         if kind is None:
             if self.fallback is not None:
                 pending = self.fallback(conn, frame)
@@ -271,14 +341,6 @@ class Hub:
                     self._run(conn, frame, pending)
                     return
             self.error(conn, E_NOT_FOUND, f"Unknown message type: {frame.type}", frame.id)
-            return
-        if kind.roles is not None and conn.role not in kind.roles:
-            self.error(
-                conn,
-                E_FORBIDDEN,
-                f"Unauthorized: role '{conn.role}' cannot send '{frame.type}'",
-                frame.id,
-            )
             return
         if not self.gw.check_ws_rate(conn):
             self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
@@ -326,6 +388,10 @@ class Hub:
             payload["id"] = orjson.Fragment(id_raw)
         conn.send(payload)
         self.gw.metrics.ws_errors += 1
+        now = time.monotonic()
+        if now - conn.errors_since > ERROR_WINDOW:
+            conn.errors_since = now
+            conn.errors = 0
         conn.errors += 1
         if conn.errors > self.max_errors:
             conn.close(CLOSE_POLICY, "Too many errors")
@@ -378,7 +444,10 @@ class Hub:
         try:
             if frame.since_epoch is not None and frame.since_offset is not None and size > 0:
                 rec = await broker.recover(channel, frame.since_epoch, frame.since_offset)
-                missed, recovered, epoch, top = rec.envelopes, rec.recovered, rec.epoch, rec.offset
+                recovered, epoch, top = rec.recovered, rec.epoch, rec.offset
+                # A partial or foreign history would be a silent gap: send nothing instead and
+                # let recovered=false tell the client to resynchronise.
+                missed = rec.envelopes if recovered else []
             else:
                 epoch, top = await broker.top(channel)
                 missed, recovered = [], False
@@ -489,6 +558,7 @@ class Hub:
     def deliver(self, channel: str, offset: int, envelope: bytes) -> int:
         """Hand a publication to this node's subscribers (called by the broker); returns how
         many local subscribers it goes to."""
+        self._delivered = True
         recent = self._recent.get(channel)
         if recent is not None:
             recent.append((offset, envelope))
@@ -507,10 +577,6 @@ class Hub:
         publish = self.gw.server.publish
         for topic, envelope in queued:
             publish(topic, envelope)
-
-    def broadcast_all(self, envelope: bytes) -> int:
-        self.gw.server.publish(ALL_TOPIC, envelope)
-        return len(self.conns)
 
     def disconnect_user(self, user_id: str, family: str | None, code: int, reason: str) -> int:
         peers = self.users.get(user_id)
