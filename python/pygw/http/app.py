@@ -4,7 +4,7 @@ turn whatever happens into a response (the error envelope for every failure)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -48,8 +48,9 @@ class Authenticator(Protocol):
         """Fill ``ctx.claims``/``ctx.api_key`` or raise HTTPError (401/403)."""
 
 
-Hook = Callable[[Context, Route], None]
-"""Runs before authentication; may raise HTTPError (rate limits, ...)."""
+Hook = Callable[[Context, Route], Awaitable[None] | None]
+"""Runs before authentication (in order); may raise HTTPError (rate limits, ...). A hook may be
+a plain function or return an awaitable (e.g. a check that needs Redis)."""
 
 
 def pydantic_errors(exc: ValidationError, prefix: str = "body") -> list[dict[str, Any]]:
@@ -136,7 +137,9 @@ class HTTPApplication:
         ctx = Context(request)
         try:
             for hook in self.hooks:
-                hook(ctx, route)
+                pending = hook(ctx, route)
+                if pending is not None:
+                    await pending
             if route.auth is not None:
                 self.authenticator.authenticate(ctx, route.auth)
             if route.body is not None:
