@@ -35,12 +35,15 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         log_path: Path | None = None,
+        script: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = env or {}
         self.args = args or []
         self.log_path = log_path
+        self.script = script
+        """Run this Python file (an app embedding pygw, given --host/--port) instead of the CLI."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -72,17 +75,8 @@ class GatewayProcess:
         return env
 
     def start(self, timeout: float = 30.0, expect_healthy: bool = True) -> GatewayProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pygw",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
+        entry = [str(self.script)] if self.script else ["-m", "pygw", "serve"]
+        cmd = [sys.executable, *entry, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         out: Any = subprocess.DEVNULL
         if self.log_path is not None:
             self._log = out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -37,6 +37,21 @@ def _read_file_or_value(value: str) -> bytes:
     return value.encode()
 
 
+def namespaces_from_env(env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Channel namespaces from ``PYGW_NAMESPACES`` (a JSON list, or ``@file``)."""
+    env = os.environ if env is None else env
+    raw = env.get("PYGW_NAMESPACES")
+    if not raw:
+        return []
+    try:
+        parsed = orjson.loads(_read_file_or_value(raw))
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"PYGW_NAMESPACES is not valid JSON: {exc}") from None
+    if not isinstance(parsed, list):
+        raise ConfigError("PYGW_NAMESPACES must be a JSON list of namespace objects")
+    return parsed
+
+
 @dataclass(slots=True)
 class Settings:
     # --- original gateway's settings (SPEC §1) ---
@@ -128,16 +143,7 @@ class Settings:
         num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
         num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
-        ns = get("PYGW_NAMESPACES")
-        if ns:
-            raw = _read_file_or_value(ns)
-            try:
-                parsed = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise ConfigError(f"PYGW_NAMESPACES is not valid JSON: {exc}") from None
-            if not isinstance(parsed, list):
-                raise ConfigError("PYGW_NAMESPACES must be a JSON list of namespace objects")
-            s.namespaces = parsed
+        s.namespaces = namespaces_from_env(env)
         roles = get("PYGW_MESSAGE_ROLES")
         if roles:
             try:

@@ -1,0 +1,63 @@
+"""Publish to pygw channels and users from any Python process that can reach the Redis.
+
+    from pygw import Publisher
+
+    async with Publisher("redis://localhost:6379") as pub:
+        await pub.publish("news:today", {"headline": "..."})
+        await pub.push("alice", {"type": "invoice", "id": 7})
+
+It speaks to the gateways through Redis exactly as a gateway node does (same offsets, history and
+frames), so subscribers on every node get each publication once. Pass the gateways' namespace
+configuration (or set ``PYGW_NAMESPACES`` like for the gateways) so history is kept where the
+gateways expect it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from pygw._native import ChannelPolicy
+from pygw.broker.base import Publication
+from pygw.broker.redis import RedisBroker
+from pygw.config import namespaces_from_env
+
+
+class Publisher:
+    def __init__(self, redis_url: str, *, namespaces: list[dict[str, Any]] | None = None) -> None:
+        if namespaces is None:
+            namespaces = namespaces_from_env()
+        self._policy = ChannelPolicy(orjson.dumps(namespaces), True)
+        self._broker = RedisBroker(redis_url, node_id=f"publisher-{uuid.uuid4().hex[:8]}")
+
+    async def publish(self, channel: str, data: Any) -> Publication:
+        """Publish JSON-serialisable ``data`` to ``channel`` on every node."""
+        size, ttl, _presence = self._policy.options(channel)
+        return await self._broker.publish(
+            channel,
+            orjson.dumps(data),
+            history_size=size,
+            history_ttl=ttl,
+            with_offset=not channel.startswith("user:"),
+        )
+
+    async def push(self, user_id: str, data: Any) -> None:
+        """Send to every connection of ``user_id`` on every node."""
+        await self._broker.publish(f"user:{user_id}", orjson.dumps(data), with_offset=False)
+
+    async def disconnect(self, user_id: str, reason: str = "Disconnected by server") -> None:
+        """Close every connection of ``user_id`` on every node (1000)."""
+        await self._broker.publish_control(
+            {"op": "disconnect", "user": user_id, "family": None, "code": 1000, "reason": reason}
+        )
+
+    async def close(self) -> None:
+        await self._broker.redis.aclose()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
