@@ -1,6 +1,6 @@
 """JWT verification: pygw's native TokenCodec (cold and cached) against PyJWT.
 
-    python -m benches jwt_verify [--n N] [--repeat R] [--pool P] [--algs HS256,RS256,...] [--json PATH]
+    python -m benches jwt_verify [--n N] [--repeat R] [--pool P] [--algs HS256,...] [--json PATH]
 
 For each algorithm the same pool of distinct tokens (minted by PyJWT) is verified by:
 

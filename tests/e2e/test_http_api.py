@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import httpx
+import jwt as pyjwt
 import pytest
 
-import jwt as pyjwt
 from conftest import ADMIN, login, new_account, register, unique
 from gateway_process import TEST_SECRET, GatewayProcess
 
