@@ -3,10 +3,13 @@ storage and the broker."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,24 +28,58 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+async def _into_task() -> None:
+    """redis-py's timeouts need a current Task; a handler's first step runs eagerly inside a
+    uWS callback (see ``transport/eager.py``), where there is none. Yielding once moves the rest
+    of the handler into a Task (a new pool connection would otherwise fail with "Timeout should
+    be used inside a task")."""
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)
+
+
+class _Pipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        await _into_task()
+        return await super().execute(raise_on_error)
+
+
+class TaskSafeRedis(Redis):
+    """A client whose commands and pipelines may be awaited from an eagerly started handler."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        await _into_task()
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
 def connect(
     url: str,
     *,
     socket_timeout: float = 2.0,
     client_name: str | None = None,
     decode_responses: bool = False,
-) -> Redis:
+    max_connections: int = 128,
+) -> TaskSafeRedis:
     """A pooled asyncio client (hiredis parser when installed) that reconnects by itself: a
     command failing on a dead pooled connection (e.g. after a Redis restart) is retried once on a
-    new one, and while Redis is down calls fail fast."""
-    return Redis.from_url(
+    new one, and while Redis is down calls fail fast. The pool *blocks* (up to
+    ``socket_timeout``) when all ``max_connections`` are busy, instead of failing a burst of
+    concurrent commands with "Too many connections"."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
         decode_responses=decode_responses,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         client_name=client_name,
     )
+    client = TaskSafeRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool we made
+    return client
 
 
 @contextlib.contextmanager
