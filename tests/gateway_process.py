@@ -16,6 +16,9 @@ import httpx
 TEST_SECRET = "pygw-test-secret-key-0123456789abcdef"
 # Cheap argon2 parameters keep tests fast; the default (OWASP) ones are exercised separately.
 FAST_ARGON2 = {"PYGW_ARGON2_MEMORY_KIB": "1024", "PYGW_ARGON2_TIME_COST": "1"}
+# Every test client is 127.0.0.1, like users behind one NAT: the per-IP login limit is off unless
+# a test sets it (tests/e2e/test_rate_limits.py); the other limits keep their defaults.
+TEST_LIMITS = {"PYGW_RATE_LOGIN_IP": "0"}
 
 
 def free_port() -> int:
@@ -67,6 +70,7 @@ class GatewayProcess:
                 "LOGGING_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
                 **FAST_ARGON2,
+                **TEST_LIMITS,
             }
         )
         if self.redis_url:

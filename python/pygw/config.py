@@ -30,6 +30,10 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _read_file_or_value(value: str) -> bytes:
     """PEM settings accept the PEM text itself or ``@/path/to/file``."""
     if value.startswith("@"):
@@ -87,11 +91,39 @@ class Settings:
     ws_max_backpressure: int = 256 * 1024
     """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
+    breaker_failures: int = 5
+    """Consecutive connect errors/timeouts of a dynamic route that open its circuit."""
+    breaker_reset_seconds: float = 30.0
+    """How long an open circuit answers 503 before letting one trial request through."""
+    proxy_max_connections: int = 256
+    """Connections the proxy's pooled HTTP client may open (all routes together)."""
+    proxy_max_response_bytes: int = 16 << 20
+    """Larger backend responses are refused with 502 instead of being buffered."""
     namespaces: list[dict[str, Any]] = field(default_factory=list)
     message_roles: dict[str, list[str]] = field(default_factory=dict)
     """Client message type -> roles allowed to send it (unlisted types: any role)."""
     allow_unknown_namespaces: bool = True
     json_logs: bool = False
+    access_log: bool = False
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the HTTP API from browsers (``*``, exact, ``https://*.x.com``)."""
+    cors_allow_credentials: bool = False
+    ws_allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to open WebSockets; empty = any (requests without Origin, i.e.
+    non-browser clients, are always allowed)."""
+    # Rate limits (GCRA, "count/seconds[:burst]", "" or "0" = off; docs/RATE_LIMITS.md).
+    rate_login: str = "5/60"
+    """Login attempts per username (shared through Redis)."""
+    rate_login_ip: str = "30/60"
+    """Login attempts per client IP (shared through Redis)."""
+    rate_http: str = ""
+    """HTTP requests per user, else per client IP. Off: with Redis it costs a round-trip each."""
+    rate_ws_message: str = "100/1:200"
+    """Client WebSocket messages per connection (in-process)."""
+    rate_ws_connect: str = "20/1:50"
+    """WebSocket upgrades per client IP (shared through Redis)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers (IPs/CIDRs) whose X-Forwarded-For / X-Real-IP give the client address."""
     generated_secret: bool = False
     """True when no SECRET_KEY was given and a random one was made for this process."""
 
@@ -143,6 +175,10 @@ class Settings:
         num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
         num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
+        num("PYGW_BREAKER_FAILURES", int, "breaker_failures")
+        num("PYGW_BREAKER_RESET_SECONDS", float, "breaker_reset_seconds")
+        num("PYGW_PROXY_MAX_CONNECTIONS", int, "proxy_max_connections")
+        num("PYGW_PROXY_MAX_RESPONSE_BYTES", int, "proxy_max_response_bytes")
         s.namespaces = namespaces_from_env(env)
         roles = get("PYGW_MESSAGE_ROLES")
         if roles:
@@ -163,7 +199,16 @@ class Settings:
             "true",
             "yes",
         )
-        s.json_logs = get("PYGW_JSON_LOGS", "false").lower() in ("1", "true", "yes")
+        s.json_logs = _flag(get("PYGW_JSON_LOGS"))
+        s.access_log = _flag(get("PYGW_ACCESS_LOG"))
+        s.cors_origins = _split(get("PYGW_CORS_ORIGINS", ""))
+        s.cors_allow_credentials = _flag(get("PYGW_CORS_ALLOW_CREDENTIALS"))
+        s.ws_allowed_origins = _split(get("PYGW_WS_ALLOWED_ORIGINS", ""))
+        for name in ("login", "login_ip", "http", "ws_message", "ws_connect"):
+            rate = get(f"PYGW_RATE_{name.upper()}")
+            if rate is not None:
+                setattr(s, f"rate_{name}", rate)
+        s.trusted_proxies = _split(get("PYGW_TRUSTED_PROXIES", ""))
 
         for key, value in overrides.items():
             if value is None:
@@ -185,6 +230,20 @@ class Settings:
             raise ConfigError("PORT must be between 1 and 65535")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        from pygw.limits import validate_settings
+
+        try:
+            validate_settings(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.breaker_failures < 1 or self.breaker_reset_seconds <= 0:
+            raise ConfigError(
+                "PYGW_BREAKER_FAILURES must be >= 1 and PYGW_BREAKER_RESET_SECONDS > 0"
+            )
+        if self.proxy_max_connections < 1 or self.proxy_max_response_bytes < 1:
+            raise ConfigError(
+                "PYGW_PROXY_MAX_CONNECTIONS and PYGW_PROXY_MAX_RESPONSE_BYTES must be >= 1"
+            )
         if self.batch_write_interval_ms < 1:
             raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
         if self.algorithm.startswith("HS"):

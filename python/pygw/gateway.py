@@ -35,8 +35,11 @@ from pygw.broker.base import Broker, Publication
 from pygw.config import Settings
 from pygw.errors import BackendUnavailable
 from pygw.http.app import HTTPApplication
+from pygw.http.cors import CORS, OriginMatcher
 from pygw.http.routing import Router
+from pygw.limits import ClientAddress, Limits
 from pygw.metrics import Metrics
+from pygw.proxy import ProxyService
 from pygw.store.base import Storage
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
@@ -75,6 +78,8 @@ class Gateway:
         self.metrics = Metrics()
         self.storage, self.broker = create_backends(s)
         self.broker.stats_provider = self.node_stats
+        if hasattr(self.storage, "on_flush"):
+            self.storage.on_flush = self._observe_flush
         self.passwords = PasswordHasher(
             time_cost=s.argon2_time_cost,
             memory_kib=s.argon2_memory_kib,
@@ -82,7 +87,11 @@ class Gateway:
             threads=s.password_threads,
         )
         self.tokens = TokenService(s)
-        self.auth = AuthService(s, self.storage, self.broker, self.tokens, self.passwords)
+        self.auth = AuthService(
+            s, self.storage, self.broker, self.tokens, self.passwords, self.metrics
+        )
+        self.limits = Limits(s, self.metrics)
+        self._client_address = ClientAddress(s.trusted_proxies)
         self.hub = Hub(self)
         self.router = Router()
         self._server: UWSServer | None = None
@@ -94,13 +103,24 @@ class Gateway:
         self._stopped = False
         self.control_listeners: list[Callable[[dict[str, Any]], None]] = []
         """Called with control messages of ops the gateway itself does not handle."""
+        self.proxy = ProxyService(self)
         self._build_routes()
-        self.http = HTTPApplication(self.router, self.auth, max_body_bytes=s.max_body_bytes)
+        rate_hook = self.limits.http_hook(self)
+        self.http = HTTPApplication(
+            self.router,
+            self.auth,
+            max_body_bytes=s.max_body_bytes,
+            hooks=[rate_hook] if rate_hook is not None else None,
+            cors=CORS(s.cors_origins, s.cors_allow_credentials),
+            metrics=self.metrics,
+            access_log=s.access_log,
+        )
+        self.ws_origins = OriginMatcher(s.ws_allowed_origins)
 
     def _build_routes(self) -> None:
-        from pygw.routes import admin, docs, health, ops, push, sessions
+        from pygw.routes import admin, docs, health, ops, proxy, push, sessions
 
-        for module in (sessions, health, admin, push, ops):
+        for module in (sessions, health, admin, push, ops, proxy):
             self.router.include(module.build(self))
         # Docs last: the OpenAPI document describes every route registered before it.
         self.router.include(docs.build(self))
@@ -169,8 +189,15 @@ class Gateway:
             for listener in self.control_listeners:
                 listener(message)
 
+    def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """This node's answer to a cluster-wide query (``Broker.gather``)."""
+        if name == "connections":
+            return self.hub.describe(limit=int(args.get("limit", 1000)), user=args.get("user"))
+        return {"gateway_id": self.node_id, "error": f"unknown query {name!r}"}
+
     def on_resync(self) -> None:
         self.spawn(self.auth.load_revocations())
+        self.proxy.request_reload()
 
     # -- helpers used by routes and the hub ------------------------------------------------------
     @property
@@ -199,14 +226,23 @@ class Gateway:
             log.warning("background task failed: %r", task.exception())
 
     def client_ip(self, headers: dict[str, str], peer: str) -> str:
-        return peer
+        """The peer address, or the forwarded client address when the peer is a trusted proxy
+        (``PYGW_TRUSTED_PROXIES``)."""
+        return self._client_address.resolve(headers, peer)
 
     def check_ws_origin(self, origin: str | None) -> str | None:
-        """None if the WebSocket Origin is allowed, else why not."""
-        return None
+        """None if the WebSocket Origin is allowed, else why not (cross-site WebSocket hijacking
+        protection; clients that send no Origin are not browsers and are let through)."""
+        if origin is None or not self.ws_origins.enabled or self.ws_origins.allows(origin):
+            return None
+        return f"Origin {origin} not allowed"
 
     def check_ws_rate(self, conn: Connection) -> bool:
-        return True
+        return self.limits.ws_message(conn.id)
+
+    def _observe_flush(self, sessions: int, seconds: float) -> None:
+        self.metrics.flush_batch_size.observe(sessions)
+        self.metrics.flush_seconds.observe(seconds)
 
     def node_stats(self) -> dict[str, Any]:
         """What this node reports to the others (heartbeat)."""
@@ -233,6 +269,7 @@ class Gateway:
         await self.storage.start()
         await self.broker.start(self)
         revoked = await self.auth.load_revocations()
+        await self.proxy.start()
         loop = asyncio.get_running_loop()
         self._server = UWSServer(
             loop,
@@ -273,11 +310,13 @@ class Gateway:
             closed = self.hub.close_all()
             if closed:
                 await asyncio.sleep(0.05)  # let the close frames leave
+        await self.proxy.close()
         try:
             await self.storage.close()
         except Exception:
             log.exception("flushing storage on shutdown failed")
         await self.broker.close()
+        await self.limits.close()
         for task in list(self._tasks):
             task.cancel()
         self.passwords.close()

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from typing import Any
 
 import orjson
 
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The id of the HTTP request being handled (from X-Request-ID or generated), for log lines."""
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        if rid is not None:
+            record.request_id = rid
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -35,6 +47,7 @@ def configure(level: str = "INFO", json_logs: bool = False) -> None:
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

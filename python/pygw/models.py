@@ -6,9 +6,19 @@ Field names and shapes are the wire contract of the original gateway; pydantic v
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
 
 Username = Annotated[
     str,
@@ -152,6 +162,85 @@ class RedisInfo(Model):
     keyspace_hits: int
     keyspace_misses: int
     total_commands_processed: int
+
+
+# --- dynamic routes (SPEC §2) ------------------------------------------------------------------
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_FORBIDDEN_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+    | {"x-user-id", "x-session-id"}  # the gateway's own identity headers
+)
+
+
+def _check_base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or fragment")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain whitespace")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def _check_route_path(value: str) -> str:
+    if value and not value.startswith("/"):
+        raise ValueError("must be empty or start with /")
+    if "?" in value or "#" in value or any(c.isspace() for c in value):
+        raise ValueError("must not contain a query, a fragment or whitespace")
+    if any(seg in (".", "..") for seg in unquote(value).split("/")):
+        raise ValueError("must not contain . or .. segments")
+    return value
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, header in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"invalid header name: {name!r}")
+        if name.lower() in _FORBIDDEN_HEADERS:
+            raise ValueError(f"header {name!r} cannot be configured")
+        if any(c in header for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} has a control character in its value")
+    return value
+
+
+RouteName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+RouteMethod = Annotated[
+    Literal["GET", "POST", "PUT", "PATCH", "DELETE"],
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+]
+
+
+class RouteRegisterRequest(Model):
+    name: RouteName
+    base_url: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_base_url)]
+    path: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_route_path)]
+    method: RouteMethod
+    headers: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=8192)]],
+        Field(max_length=64),
+        AfterValidator(_check_headers),
+    ] = Field(default_factory=dict)
+    timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
+    require_auth: bool = False
+    ws_supported: bool = False
+
+
+class RouteRegisterResponse(Model):
+    message: str
+    name: str
+
+
+class RouteInfo(Model):
+    name: str
+    base_url: str
+    method: str
+    path: str
+    ws_supported: bool
 
 
 # --- server push API (SPEC §5) -----------------------------------------------------------------

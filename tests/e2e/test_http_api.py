@@ -363,6 +363,8 @@ def test_docs_are_served_without_internet(client: httpx.Client) -> None:
     assert "/sessions/login" in spec["paths"]
     assert "/sessions/update/{session_id}" in spec["paths"]
     assert "LoginRequest" in spec["components"]["schemas"]
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     for page in ("/docs", "/redoc"):
         r = client.get(page)
         assert r.status_code == 200

@@ -12,6 +12,7 @@ import pytest
 from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
+    RouteRecord,
     SessionRecord,
     Storage,
     UserRecord,
@@ -486,3 +487,58 @@ async def test_backend_info(storage: Storage, backend: str) -> None:
         assert field in info
     for field in ("keyspace_hits", "keyspace_misses", "total_commands_processed"):
         assert int(info[field]) >= 0
+
+
+# -- dynamic routes ------------------------------------------------------------------------------
+def new_route(name: str, **changes: object) -> RouteRecord:
+    route = RouteRecord(
+        name=name,
+        base_url="http://127.0.0.1:9",
+        path="/v1/echo",
+        method="POST",
+        headers={"X-Api-Key": "k-" + name},
+        timeout=2.5,
+        require_auth=True,
+        ws_supported=False,
+    )
+    for key, value in changes.items():
+        setattr(route, key, value)
+    return route
+
+
+async def test_routes_put_list_replace_delete(storage: Storage) -> None:
+    assert await storage.list_routes() == []
+    beta, alpha = new_route("beta", ws_supported=True), new_route("alpha", method="GET")
+    await storage.put_route(beta)
+    await storage.put_route(alpha)
+    assert await storage.list_routes() == [alpha, beta]  # every field kept, ordered by name
+
+    replacement = new_route("beta", base_url="https://example.com:8443", headers={}, timeout=300.0)
+    await storage.put_route(replacement)
+    assert await storage.list_routes() == [alpha, replacement]
+
+    assert await storage.delete_route("alpha")
+    assert not await storage.delete_route("alpha")
+    assert not await storage.delete_route("never-registered")
+    assert await storage.list_routes() == [replacement]
+
+
+async def test_routes_are_copies(storage: Storage) -> None:
+    route = new_route("r1")
+    await storage.put_route(route)
+    route.headers["X-Injected"] = "1"
+    (listed,) = await storage.list_routes()
+    assert listed.headers == {"X-Api-Key": "k-r1"}
+    listed.headers["X-Other"] = "2"
+    listed.timeout = 1.0
+    assert await storage.list_routes() == [new_route("r1")]
+
+
+async def test_routes_are_shared_between_nodes(make_storage: StorageFactory, backend: str) -> None:
+    if backend == "memory":
+        pytest.skip("the memory backend is one node")
+    a, b = await make_storage(), await make_storage()
+    await a.put_route(new_route("shared"))
+    assert await b.list_routes() == [new_route("shared")]
+    assert await b.delete_route("shared")
+    assert await a.list_routes() == []

@@ -16,7 +16,13 @@ import pytest
 import redis
 
 from pygw.errors import BackendUnavailable
-from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, UserRecord
+from pygw.store.base import (
+    ConnectionRecord,
+    RefreshFamily,
+    RouteRecord,
+    SessionRecord,
+    UserRecord,
+)
 from pygw.store.redis import RedisStorage
 from pygw.timeutil import now_iso
 from redis_server import RedisServer, free_port
@@ -448,3 +454,24 @@ async def test_start_and_close_without_redis(caplog: pytest.LogCaptureFixture) -
     with pytest.raises(BackendUnavailable):
         await node.create_user(UserRecord("a", "b", "c"))
     await node.close()
+
+
+async def test_routes_key_layout_and_malformed_entries(
+    make_redis: RedisFactory, raw: redis.Redis
+) -> None:
+    node = await make_redis()
+    route = RouteRecord("r1", "http://127.0.0.1:9", "/p", "PUT", {"X-K": "v"}, 2.0, True, True)
+    await node.put_route(route)
+    assert raw.type("pygw:routes") == "hash"
+    assert json.loads(raw.hget("pygw:routes", "r1")) == {
+        "base_url": "http://127.0.0.1:9",
+        "path": "/p",
+        "method": "PUT",
+        "headers": {"X-K": "v"},
+        "timeout": 2.0,
+        "require_auth": True,
+        "ws_supported": True,
+    }
+    # Values another tool broke are skipped (and logged), the rest still load.
+    raw.hset("pygw:routes", mapping={"bad1": "not json", "bad2": "[1]", "bad3": '{"path": "/"}'})
+    assert await node.list_routes() == [route]

@@ -18,6 +18,7 @@ from pygw.broker.base import Broker
 from pygw.config import Settings
 from pygw.http.errors import HTTPError, bad_request, forbidden, unauthorized
 from pygw.http.routing import Auth, Context
+from pygw.metrics import Metrics
 from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, Storage, UserRecord
 from pygw.timeutil import now_iso
 
@@ -49,7 +50,9 @@ class AuthService:
         broker: Broker,
         tokens: TokenService,
         passwords: PasswordHasher,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.storage = storage
         self.broker = broker
@@ -72,10 +75,13 @@ class AuthService:
         try:
             return self.tokens.verify(token)
         except ExpiredToken:
+            self.metrics.auth["token_expired"] += 1
             raise unauthorized("Token expired") from None
         except RevokedToken:
+            self.metrics.auth["token_revoked"] += 1
             raise unauthorized("Token revoked") from None
         except InvalidToken:
+            self.metrics.auth["token_invalid"] += 1
             raise unauthorized("Invalid token") from None
 
     def bearer(self, ctx: Context) -> Claims:
@@ -128,10 +134,13 @@ class AuthService:
     async def login(self, username: str, password: str) -> LoginResult:
         user = await self.storage.get_user(username)
         if user is None:
+            self.metrics.auth["login_failure"] += 1
             raise unauthorized("Invalid username or password")
         ok, rehashed = await self.passwords.verify(user.password, password)
         if not ok:
+            self.metrics.auth["login_failure"] += 1
             raise unauthorized("Invalid username or password")
+        self.metrics.auth["login_success"] += 1
         role = user.role or "user"
         fields: dict[str, str] = {"last_login": now_iso()}
         if username in self.admin_users and role != "admin":
@@ -215,6 +224,7 @@ class AuthService:
         outcome = await self.storage.rotate_refresh(
             claims.fam, claims.jti, refresh.jti, access.jti, access.exp, int(time.time())
         )
+        self.metrics.auth[f"refresh_{outcome.status}"] += 1
         if outcome.status == "ok":
             return LoginResult(access, refresh, claims.sub, role, claims.sid)
         if outcome.status == "reused" and outcome.family is not None:

@@ -41,6 +41,9 @@ class BrokerHandler(Protocol):
     def on_control(self, message: dict[str, Any]) -> None:
         """A control message (revocation, disconnect, route change, ...) from any node."""
 
+    def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """This node's answer to a cluster-wide query (see :meth:`Broker.gather`)."""
+
     def on_resync(self) -> None:
         """The link to the other nodes was re-established after a loss: control messages may
         have been missed; reload what they carry (e.g. revoked tokens)."""
@@ -98,6 +101,13 @@ class Broker(abc.ABC):
         self, channel: str, since: int = 0, limit: int = 100
     ) -> list[tuple[int, bytes]]:
         """(offset, data_json) of retained publications after ``since``, oldest first."""
+
+    @abc.abstractmethod
+    async def gather(
+        self, name: str, args: dict[str, Any], wait: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Ask every live node (this one included) a query; their answers, as many as arrived
+        within ``wait`` seconds."""
 
     @abc.abstractmethod
     async def nodes(self) -> dict[str, dict[str, Any]]:

@@ -68,6 +68,11 @@ class MemoryBroker(Broker):
     ) -> list[tuple[int, bytes]]:
         return self._history.history(channel, since, limit)
 
+    async def gather(
+        self, name: str, args: dict[str, Any], wait: float = 1.0
+    ) -> list[dict[str, Any]]:
+        return [] if self._handler is None else [self._handler.answer(name, args)]
+
     async def nodes(self) -> dict[str, dict[str, Any]]:
         stats = self.stats_provider() if self.stats_provider is not None else {}
         return {str(stats.get("node_id", "local")): stats}

@@ -88,6 +88,7 @@ class RedisBroker(Broker):
         self._link = PubSubLink(url, self._on_message, self._on_reconnect)
         self._publish_sha: str | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._replies: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, handler: BrokerHandler) -> None:
@@ -127,7 +128,16 @@ class RedisBroker(Broker):
         if handler is None:
             return
         if channel == CONTROL:
-            handler.on_control(orjson.loads(payload))
+            message = orjson.loads(payload)
+            if message.get("op") == "query":
+                answer = handler.answer(str(message["name"]), message.get("args") or {})
+                reply = asyncio.get_running_loop().create_task(
+                    self._reply(str(message["reply_to"]), answer)
+                )
+                self._replies.add(reply)
+                reply.add_done_callback(self._replies.discard)
+            else:
+                handler.on_control(message)
             return
         offset, published, envelope = payload.split(b":", 2)
         name = channel[len(CHANNEL_PREFIX) :].decode()
@@ -142,6 +152,35 @@ class RedisBroker(Broker):
         message = {**message, "origin": self.node_id}
         with unavailable_on_error("control"):
             await self.redis.publish(CONTROL, orjson.dumps(message))
+
+    async def _reply(self, key: str, answer: dict[str, Any]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, orjson.dumps({**answer, "node": self.node_id}))
+                pipe.expire(key, 30)
+                await pipe.execute()
+        except Exception as exc:  # the asker times out without this node's answer
+            log.warning("could not answer a cluster query: %s", exc)
+
+    async def gather(
+        self, name: str, args: dict[str, Any], wait: float = 1.0
+    ) -> list[dict[str, Any]]:
+        expected = len(await self.nodes()) or 1
+        key = f"pygw:reply:{secrets.token_hex(8)}"
+        await self.publish_control({"op": "query", "name": name, "args": args, "reply_to": key})
+        answers: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait
+        with unavailable_on_error("gather"):
+            while len(answers) < expected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                item = await self.redis.blpop([key], timeout=max(0.01, left))
+                if item is None:
+                    break
+                answers.append(orjson.loads(item[1]))
+            await self.redis.delete(key)
+        return answers
 
     # -- channels ----------------------------------------------------------------------------------
     async def publish(

@@ -3,7 +3,10 @@ turn whatever happens into a response (the error envelope for every failure)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -11,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pygw.errors import BackendUnavailable
+from pygw.http.cors import CORS
 from pygw.http.errors import (
     HTTPError,
     envelope,
@@ -20,9 +24,16 @@ from pygw.http.errors import (
     validation_error,
 )
 from pygw.http.routing import Auth, Context, Route, Router
+from pygw.logs import request_id
+from pygw.metrics import Metrics
 from pygw.transport.uws import HTTPRequest, Response
 
 log = logging.getLogger("pygw.http")
+access_log = logging.getLogger("pygw.access")
+STATUS_CLASS = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_ID_PREFIX = secrets.token_hex(4) + "-"
+_ids = itertools.count(1)
+"""Request ids: a random per-process prefix and a counter (unique, and cheaper than uuid4)."""
 
 JSON = b"application/json"
 
@@ -109,11 +120,17 @@ class HTTPApplication:
         *,
         max_body_bytes: int,
         hooks: list[Hook] | None = None,
+        cors: CORS | None = None,
+        metrics: Metrics | None = None,
+        access_log: bool = False,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.hooks: list[Hook] = hooks or []
+        self.cors = cors if cors is not None and cors.enabled else None
+        self.metrics = metrics
+        self.access_log = access_log
         self.all_header_prefixes = tuple(
             r.path.split("{", 1)[0] for r in router.routes if r.all_headers
         )
@@ -125,6 +142,49 @@ class HTTPApplication:
         return Response(status, envelope(status, message, None, request.path))
 
     async def handle(self, request: HTTPRequest) -> Response:
+        """Answer one request: the route's response, or the error envelope, plus the request id
+        (echoed when the client sent one, always on 5xx) and CORS headers for allowed origins."""
+        headers = request.headers
+        given_id = headers.get("x-request-id")
+        rid = given_id[:128] if given_id else f"{_ID_PREFIX}{next(_ids):x}"
+        # set/set(None) rather than reset(): the handler's first step runs in the uWS callback's
+        # context and the rest in a Task's copy of it (see transport/eager.py).
+        request_id.set(rid)
+        start = time.perf_counter() if self.access_log else 0.0
+        try:
+            origin = headers.get("origin") if self.cors is not None else None
+            if (
+                origin
+                and request.method == "OPTIONS"
+                and "access-control-request-method" in headers
+            ):
+                assert self.cors is not None
+                response = self.cors.preflight(
+                    origin, headers.get("access-control-request-headers")
+                )
+            else:
+                response = await self._dispatch(request)
+                if origin:
+                    assert self.cors is not None
+                    self.cors.decorate(origin, response)
+            if given_id or response.status >= 500:
+                response.headers = [*(response.headers or ()), ("X-Request-ID", rid)]
+            if self.metrics is not None:
+                self.metrics.http_requests[STATUS_CLASS[response.status // 100]] += 1
+            if self.access_log:
+                access_log.info(
+                    "%s %s %d %.2fms",
+                    request.method,
+                    request.path,
+                    response.status,
+                    (time.perf_counter() - start) * 1000,
+                    extra={"client": request.client_ip},
+                )
+            return response
+        finally:
+            request_id.set(None)
+
+    async def _dispatch(self, request: HTTPRequest) -> Response:
         route, params, other_method = self.router.match(request.method, request.path)
         if route is None:
             if other_method:

@@ -87,7 +87,8 @@ def build_openapi(
             op["security"] = [{"bearerAuth": []}]
         elif r.auth == "server":
             op["security"] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
-        paths.setdefault(r.path, {})[r.method.lower()] = op
+        # ``{rest:path}`` is a router template; OpenAPI spells the parameter ``{rest}``.
+        paths.setdefault(r.path.replace(":path}", "}"), {})[r.method.lower()] = op
 
     return {
         "openapi": "3.1.0",

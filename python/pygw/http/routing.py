@@ -82,14 +82,19 @@ def _compile(path: str) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
     return re.compile(regex), names
 
 
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
 class Router:
-    """Static paths resolve with one dict lookup; templated ones by regex, in declaration order."""
+    """Static paths resolve with one dict lookup; templated ones by regex, in declaration order,
+    among the routes sharing the path's first segment (``/sessions/...``)."""
 
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._static: dict[tuple[str, str], Route] = {}
         self._static_paths: set[str] = set()
-        self._dynamic: list[Route] = []
+        self._dynamic: dict[str, list[Route]] = {}
 
     def add(self, route: Route) -> Route:
         route.pattern, route.param_names = _compile(route.path)
@@ -101,7 +106,7 @@ class Router:
             self._static[key] = route
             self._static_paths.add(route.path)
         else:
-            self._dynamic.append(route)
+            self._dynamic.setdefault(_first_segment(route.path), []).append(route)
         return route
 
     def route(self, method: str, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
@@ -136,7 +141,7 @@ class Router:
             if route is not None:
                 return route, {}, False
         other = path in self._static_paths
-        for r in self._dynamic:
+        for r in self._dynamic.get(_first_segment(path), ()):
             m = r.pattern.match(path) if r.pattern is not None else None
             if m is None:
                 continue
@@ -147,7 +152,11 @@ class Router:
 
     def methods_for(self, path: str) -> list[str]:
         found = [m for (m, p) in self._static if p == path]
-        found += [r.method for r in self._dynamic if r.pattern and r.pattern.match(path)]
+        found += [
+            r.method
+            for r in self._dynamic.get(_first_segment(path), ())
+            if r.pattern and r.pattern.match(path)
+        ]
         return sorted(set(found))
 
     def __iter__(self) -> Iterator[Route]:

@@ -7,8 +7,9 @@ import os
 import resource
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
-from pygw.http.errors import HTTPError, bad_request, not_found
+from pygw.http.errors import HTTPError, bad_request, not_found, validation_error
 from pygw.http.routing import Context, Router
 from pygw.models import (
     AdminUser,
@@ -18,6 +19,7 @@ from pygw.models import (
     UsernameRequest,
     UserStats,
 )
+from pygw.routes.push import int_query
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway
@@ -164,6 +166,37 @@ def build(gw: Gateway) -> Router:
             "keyspace_hits": int(info.get("keyspace_hits", 0)),
             "keyspace_misses": int(info.get("keyspace_misses", 0)),
             "total_commands_processed": int(info.get("total_commands_processed", 0)),
+        }
+
+    @router.get(
+        "/admin/connections",
+        auth="admin",
+        summary="Live WebSocket connections: this node, or every node (scope=cluster)",
+        tags=TAGS,
+        errors=(401, 403, 422, 503),
+        query=(
+            ("scope", "`node` (default) or `cluster`", False),
+            ("limit", "At most this many connections listed per node (default 1000)", False),
+            ("user", "Only this user's connections", False),
+        ),
+    )
+    async def list_connections(ctx: Context) -> dict[str, Any]:
+        query = parse_qs(ctx.request.query_string)
+        scope = query.get("scope", ["node"])[0]
+        if scope not in ("node", "cluster"):
+            raise validation_error(
+                [{"loc": ["query", "scope"], "msg": "Must be node or cluster", "type": "enum"}]
+            )
+        limit = int_query(ctx, "limit", 1000, 0, 100_000)
+        user = query.get("user", [None])[0]
+        if scope == "node":
+            nodes = [gw.hub.describe(limit=limit, user=user)]
+        else:
+            nodes = await gw.broker.gather("connections", {"limit": limit, "user": user})
+        return {
+            "scope": scope,
+            "total": sum(n.get("count", 0) for n in nodes),
+            "nodes": sorted(nodes, key=lambda n: str(n.get("gateway_id"))),
         }
 
     @router.post(

@@ -96,7 +96,11 @@ def build(gw: Gateway) -> Router:
     )
     async def login(ctx: Context) -> LoginResponse:
         body: LoginRequest = ctx.body
+        # Before any password work: refused attempts cost no argon2 CPU (429, Retry-After).
+        request = ctx.request
+        await gw.limits.login(body.username, gw.client_ip(request.headers, request.client_ip))
         result = await auth.login(body.username, body.password)
+        await gw.limits.login_succeeded(body.username)
         return login_response(result, gw.settings.access_ttl)
 
     @router.post(

@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, UserRecord
+from pygw.store.base import (
+    ConnectionRecord,
+    RefreshFamily,
+    RouteRecord,
+    SessionRecord,
+    UserRecord,
+)
 from pygw.timeutil import iso_from_unix
 
 log = logging.getLogger("pygw.store")
@@ -139,3 +145,42 @@ def family_from_hash(family: str, fields: dict[str, str]) -> RefreshFamily:
 def pairs_to_dict(flat: list[str]) -> dict[str, str]:
     """``[k1, v1, k2, v2, ...]`` (a Lua HGETALL) as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+# -- dynamic routes ----------------------------------------------------------------------------
+def route_to_json(route: RouteRecord) -> bytes:
+    return orjson.dumps(
+        {
+            "base_url": route.base_url,
+            "path": route.path,
+            "method": route.method,
+            "headers": route.headers,
+            "timeout": route.timeout,
+            "require_auth": route.require_auth,
+            "ws_supported": route.ws_supported,
+        }
+    )
+
+
+def route_from_json(name: str, raw: str | bytes) -> RouteRecord | None:
+    """None (and a warning) for a value that is not a route object."""
+    try:
+        doc = orjson.loads(raw)
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        headers = doc.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise TypeError("headers is not an object")
+        return RouteRecord(
+            name=name,
+            base_url=str(doc["base_url"]),
+            path=str(doc.get("path") or ""),
+            method=str(doc.get("method") or "POST").upper(),
+            headers={str(k): str(v) for k, v in headers.items()},
+            timeout=float(doc.get("timeout") or 30.0),
+            require_auth=bool(doc.get("require_auth", False)),
+            ws_supported=bool(doc.get("ws_supported", False)),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring malformed stored route %r: %s", name, exc)
+        return None

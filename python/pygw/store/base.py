@@ -84,6 +84,24 @@ class RotateOutcome:
 
 
 @dataclass(slots=True)
+class RouteRecord:
+    """A dynamic route (``POST /api/register``): requests to ``/api/proxy/<name>[/<rest>]`` go
+    to ``base_url`` + ``path`` [+ ``/<rest>``]."""
+
+    name: str
+    base_url: str
+    path: str
+    method: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """Added to every proxied request."""
+    timeout: float = 30.0
+    """Seconds the backend has to answer."""
+    require_auth: bool = False
+    ws_supported: bool = False
+    """Client WebSocket messages whose ``type`` is ``name`` are sent to this route."""
+
+
+@dataclass(slots=True)
 class StorageStats:
     total_users: int
     active_sessions: int
@@ -229,3 +247,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def clear_current_family(self, username: str, family: str) -> None:
         """Forget the user's current login if it is still ``family``."""
+
+    # -- dynamic routes -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_route(self, route: RouteRecord) -> None:
+        """Store the route, replacing any route of the same name."""
+
+    @abc.abstractmethod
+    async def delete_route(self, name: str) -> bool:
+        """Remove the route; False if there was none of that name."""
+
+    @abc.abstractmethod
+    async def list_routes(self) -> list[RouteRecord]:
+        """Every stored route, ordered by name."""

@@ -18,6 +18,7 @@ from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
     RotateOutcome,
+    RouteRecord,
     SessionRecord,
     Storage,
     StorageStats,
@@ -64,6 +65,7 @@ class MemoryStorage(Storage):
         self._families: dict[str, RefreshFamily] = {}
         self._user_families: dict[str, set[str]] = {}
         self._current: dict[str, str] = {}
+        self._routes: dict[str, RouteRecord] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -285,3 +287,15 @@ class MemoryStorage(Storage):
     async def clear_current_family(self, username: str, family: str) -> None:
         if self._current.get(username) == family:
             del self._current[username]
+
+    # -- dynamic routes -------------------------------------------------------------------------
+    async def put_route(self, route: RouteRecord) -> None:
+        self._routes[route.name] = dataclasses.replace(route, headers=dict(route.headers))
+
+    async def delete_route(self, name: str) -> bool:
+        return self._routes.pop(name, None) is not None
+
+    async def list_routes(self) -> list[RouteRecord]:
+        return [
+            dataclasses.replace(r, headers=dict(r.headers)) for _, r in sorted(self._routes.items())
+        ]

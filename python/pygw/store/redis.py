@@ -17,6 +17,7 @@ Key layout (``{x}`` is a value, not a hash tag):
 ``pygw:refresh_family:{family}``   hash    a refresh family, EXPIREAT its expires_at
 ``pygw:user_families:{username}``  set     the user's family ids (deleted with the user)
 ``pygw:current_family:{username}`` string  the family of the user's current login
+``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
 =================================  ======  ==============================================
 
 Session updates are write-behind: see :meth:`RedisStorage.update_session`.
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -43,6 +45,8 @@ from pygw.store._codec import (
     family_from_hash,
     family_to_hash,
     pairs_to_dict,
+    route_from_json,
+    route_to_json,
     session_from_json,
     session_to_json,
     unix_from_iso,
@@ -54,6 +58,7 @@ from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
     RotateOutcome,
+    RouteRecord,
     SessionRecord,
     Storage,
     StorageStats,
@@ -75,6 +80,7 @@ REVOKED = "pygw:revoked_tokens"
 FAMILY = "pygw:refresh_family:"
 USER_FAMILIES = "pygw:user_families:"
 CURRENT_FAMILY = "pygw:current_family:"
+ROUTES = "pygw:routes"
 
 _CLEANUP_BATCH = 500
 _INDEX_RETRY_S = 5.0
@@ -112,6 +118,8 @@ class RedisStorage(Storage):
             client_name=client_name,
         )
         self._pending: dict[str, PendingSession] = {}
+        self.on_flush: Callable[[int, float], None] | None = None
+        """Called after each successful flush with (sessions written, seconds) — for metrics."""
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._outage = False
@@ -428,6 +436,7 @@ class RedisStorage(Storage):
                     batch.append((sid, entry, entry.begin_flush()))
             if not batch:
                 return
+            started = time.perf_counter()
             try:
                 results = await self._merge(batch)
             except BaseException as exc:
@@ -446,6 +455,8 @@ class RedisStorage(Storage):
                     raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
                 raise
             self._end_outage()
+            if self.on_flush is not None:
+                self.on_flush(len(batch), time.perf_counter() - started)
             for (sid, entry, _), result in zip(batch, results, strict=True):
                 entry.flush_done()
                 if self._pending.get(sid) is not entry:
@@ -571,3 +582,19 @@ class RedisStorage(Storage):
     async def clear_current_family(self, username: str, family: str) -> None:
         with unavailable_on_error("clear_current_family"):
             await lua.CLEAR_CURRENT_FAMILY.run(self._redis, [CURRENT_FAMILY + username], [family])
+
+    # -- dynamic routes -------------------------------------------------------------------------
+    async def put_route(self, route: RouteRecord) -> None:
+        with unavailable_on_error("put_route"):
+            await self._redis.hset(ROUTES, route.name, route_to_json(route))
+
+    async def delete_route(self, name: str) -> bool:
+        with unavailable_on_error("delete_route"):
+            removed = await self._redis.hdel(ROUTES, name)
+        return bool(removed)
+
+    async def list_routes(self) -> list[RouteRecord]:
+        with unavailable_on_error("list_routes"):
+            stored: dict[str, str] = await self._redis.hgetall(ROUTES)  # type: ignore[assignment]
+        routes = [route_from_json(name, raw) for name, raw in sorted(stored.items())]
+        return [r for r in routes if r is not None]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from socketify.native import ffi, lib
+from socketify.status_codes import status_codes as _KNOWN_STATUS
 
 from pygw.transport import eager
 
@@ -225,8 +226,9 @@ class WSApp(Protocol):
     query_names: tuple[str, ...]
     header_names: tuple[str, ...]
 
-    def upgrade(self, request: UpgradeRequest) -> Coroutine[Any, Any, Socket | None]:
-        """Return the Socket object to accept with, or None to refuse with 403."""
+    def upgrade(self, request: UpgradeRequest) -> Coroutine[Any, Any, Socket | Response | None]:
+        """Return the Socket object to accept with, None to refuse with 403, or a Response to
+        refuse with (e.g. 429 with ``Retry-After``)."""
 
     def on_open(self, sock: Any) -> None: ...
 
@@ -289,9 +291,14 @@ def _ws_remote_address(ws: Any) -> str:
 
 
 def _write_headers_and_end(res: Any, resp: Response) -> None:
-    if resp.headers:
+    if resp.status not in _KNOWN_STATUS:
+        # socketify would write "200 OK" for a code it has no phrase for (e.g. a proxied 599).
+        line = b"%d Unknown" % resp.status
+        lib.uws_res_write_status(SSL, res, line, len(line))
+    elif resp.headers:
         # uWS writes "200 OK" if a header comes before the status; the later call is a no-op.
         lib.socketify_res_write_int_status(SSL, res, resp.status)
+    if resp.headers:
         for name, value in resp.headers:
             k = name.encode("latin-1")
             v = value.encode("latin-1")
@@ -311,7 +318,7 @@ def _write_headers_and_end(res: Any, resp: Response) -> None:
 def _write_response(res: Any, resp: Response) -> None:
     """Write a whole response, corked (uWS just runs it when the socket is already corked)."""
     global _pending_response
-    if not resp.headers:
+    if not resp.headers and resp.status in _KNOWN_STATUS:
         lib.socketify_res_cork_send_int_code(
             SSL,
             res,
@@ -789,6 +796,9 @@ class UWSServer:
     def _complete_upgrade(self, res: Any, context: Any, request: UpgradeRequest, sock: Any) -> None:
         if sock is None:
             _send_plain_error(res, 403, b"Forbidden")
+            return
+        if isinstance(sock, Response):
+            _write_response(res, sock)
             return
         sock.handle = ffi.new_handle(sock)
         lib.uws_res_upgrade(

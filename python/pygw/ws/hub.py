@@ -21,9 +21,9 @@ import orjson
 from pygw._native import ChannelPolicy, ClientFrame, FrameError, TokenError, decode_frame
 from pygw.errors import BackendUnavailable
 from pygw.store.base import ConnectionRecord
-from pygw.timeutil import now_iso
+from pygw.timeutil import iso_from_unix, now_iso
 from pygw.transport import eager, uws
-from pygw.transport.uws import UpgradeRequest
+from pygw.transport.uws import Response, UpgradeRequest
 from pygw.ws.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -201,9 +201,12 @@ class Hub:
         )
 
     # -- upgrade and open ----------------------------------------------------------------------
-    async def upgrade(self, request: UpgradeRequest) -> Connection | None:
+    async def upgrade(self, request: UpgradeRequest) -> Connection | Response | None:
         gw = self.gw
         remote = gw.client_ip(request.headers, request.client_ip)
+        too_many = await gw.limits.ws_connect(remote, request.path)
+        if too_many is not None:
+            return too_many  # HTTP 429 with the envelope and Retry-After, no upgrade
         refusal = gw.check_ws_origin(request.headers.get("origin"))
         if refusal is not None:
             return None
@@ -275,6 +278,7 @@ class Hub:
         if self.conns.pop(conn.id, None) is None:
             return  # refused at upgrade: never registered
         gw = self.gw
+        gw.limits.connection_closed(conn.id)
         gw.metrics.connections_closed += 1
         peers = self.users.get(conn.user_id)
         if peers is not None:
@@ -324,6 +328,11 @@ class Hub:
         except FrameError as exc:
             self.error(conn, exc.code, exc.message, exc.id)
             return
+        # Every decoded message counts, whatever its type (dynamic routes and unknown types too);
+        # refusals are errors, so a client that keeps flooding is closed 1008 "Too many errors".
+        if not self.gw.check_ws_rate(conn):
+            self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
+            return
         kind = self.types.get(frame.type)
         roles = kind.roles if kind is not None else self.configured_roles.get(frame.type)
         if roles is not None and conn.role not in roles:
@@ -341,9 +350,6 @@ class Hub:
                     self._run(conn, frame, pending)
                     return
             self.error(conn, E_NOT_FOUND, f"Unknown message type: {frame.type}", frame.id)
-            return
-        if not self.gw.check_ws_rate(conn):
-            self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
             return
         try:
             result = kind.handler(conn, frame)
@@ -381,13 +387,16 @@ class Hub:
         if frame.id is not None:
             message["id"] = orjson.Fragment(frame.id)
         conn.send(message)
+        self.gw.metrics.messages_out += 1
 
     def error(self, conn: Connection, code: int, message: str, id_raw: bytes | None) -> None:
         payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if id_raw is not None:
             payload["id"] = orjson.Fragment(id_raw)
         conn.send(payload)
-        self.gw.metrics.ws_errors += 1
+        metrics = self.gw.metrics
+        metrics.ws_errors += 1
+        metrics.messages_out += 1
         now = time.monotonic()
         if now - conn.errors_since > ERROR_WINDOW:
             conn.errors_since = now
@@ -577,6 +586,32 @@ class Hub:
         publish = self.gw.server.publish
         for topic, envelope in queued:
             publish(topic, envelope)
+
+    def describe(self, limit: int = 1000, user: str | None = None) -> dict[str, Any]:
+        """This node's live connections (at most ``limit``; those of ``user`` if given)."""
+        if user is not None:
+            conns: Iterable[Connection] = self.users.get(user, ())
+            count = len(self.users.get(user, ()))
+        else:
+            conns, count = self.conns.values(), len(self.conns)
+        now = time.monotonic()
+        listed: list[dict[str, Any]] = []
+        for conn in conns:
+            if len(listed) >= limit:
+                break
+            listed.append(
+                {
+                    "conn_id": conn.id,
+                    "user_id": conn.user_id,
+                    "role": conn.role,
+                    "session_id": conn.session_id,
+                    "remote": conn.remote,
+                    "connected_at": iso_from_unix(conn.connected_at),
+                    "idle_seconds": round(now - conn.last_seen, 3),
+                    "channels": sorted(conn.channels or ()),
+                }
+            )
+        return {"gateway_id": self.gw.node_id, "count": count, "connections": listed}
 
     def disconnect_user(self, user_id: str, family: str | None, code: int, reason: str) -> int:
         peers = self.users.get(user_id)

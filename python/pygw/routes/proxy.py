@@ -1,0 +1,123 @@
+"""Dynamic routes (SPEC §2): ``/api/register``, ``/api/unregister``, ``/api/list`` (admin) and
+the proxy ``ANY /api/proxy/<name>[/<rest>]``. The machinery is in :mod:`pygw.proxy`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pygw.http.errors import not_found, validation_error
+from pygw.http.routing import Context, Router
+from pygw.models import MessageResponse, RouteInfo, RouteRegisterRequest, RouteRegisterResponse
+from pygw.store.base import RouteRecord
+from pygw.transport.uws import Response
+
+if TYPE_CHECKING:
+    from pygw.gateway import Gateway
+
+TAGS = ("dynamic routes",)
+PROXY_DOC = (
+    "Forwards the request (method, `rest` of the path, query string, body, headers minus "
+    "hop-by-hop ones and Host) to the route's `base_url` + `path`, adding the route's headers "
+    "and, for a caller with a valid bearer token, `X-User-ID` and `X-Session-ID`. The "
+    "backend's status, body and headers come back unchanged. 502: backend unreachable; "
+    "503: the route's circuit is open; 504: the backend did not answer within the route's "
+    "timeout."
+)
+
+
+def build(gw: Gateway) -> Router:
+    router = Router()
+    proxy = gw.proxy
+
+    @router.post(
+        "/api/register",
+        auth="admin",
+        body=RouteRegisterRequest,
+        response_model=RouteRegisterResponse,
+        summary="Register (or replace) a dynamic route, on every node",
+        tags=TAGS,
+        errors=(401, 403, 422, 503),
+    )
+    async def register_api(ctx: Context) -> dict[str, Any]:
+        body: RouteRegisterRequest = ctx.body
+        await proxy.put(
+            RouteRecord(
+                name=body.name,
+                base_url=body.base_url,
+                path=body.path,
+                method=body.method,
+                headers=dict(body.headers),
+                timeout=body.timeout,
+                require_auth=body.require_auth,
+                ws_supported=body.ws_supported,
+            )
+        )
+        return {"message": f"API '{body.name}' registered", "name": body.name}
+
+    @router.delete(
+        "/api/unregister",
+        auth="admin",
+        response_model=MessageResponse,
+        summary="Remove a dynamic route, on every node",
+        tags=TAGS,
+        errors=(401, 403, 404, 422, 503),
+        query=(("name", "The route's name", True),),
+    )
+    async def unregister_api(ctx: Context) -> dict[str, str]:
+        names = parse_qs(ctx.request.query_string).get("name")
+        if not names or not names[0]:
+            raise validation_error(
+                [{"loc": ["query", "name"], "msg": "Field required", "type": "missing"}]
+            )
+        name = names[0]
+        if not await proxy.delete(name):
+            raise not_found(f"API '{name}' not found")
+        return {"message": f"API '{name}' removed"}
+
+    @router.get(
+        "/api/list",
+        auth="admin",
+        response_model=list[RouteInfo],
+        summary="Registered dynamic routes",
+        tags=TAGS,
+        errors=(401, 403, 503),
+    )
+    async def list_apis(ctx: Context) -> list[dict[str, Any]]:
+        routes = await gw.storage.list_routes()
+        return [
+            {
+                "name": r.name,
+                "base_url": r.base_url,
+                "method": r.method,
+                "path": r.path,
+                "ws_supported": r.ws_supported,
+            }
+            for r in routes
+        ]
+
+    options: dict[str, Any] = {
+        "all_headers": True,
+        "tags": TAGS,
+        "description": PROXY_DOC,
+        "errors": (400, 401, 404, 502, 503, 504),
+    }
+
+    async def proxy_root(ctx: Context) -> Response:
+        return await proxy.forward(ctx)
+
+    async def proxy_path(ctx: Context) -> Response:
+        return await proxy.forward(ctx)
+
+    for method in ("ANY", "OPTIONS"):
+        router.route(method, "/api/proxy/{name}", summary="Proxy to a dynamic route", **options)(
+            proxy_root
+        )
+        router.route(
+            method,
+            "/api/proxy/{name}/{rest:path}",
+            summary="Proxy to a dynamic route (with a sub-path)",
+            **options,
+        )(proxy_path)
+
+    return router
