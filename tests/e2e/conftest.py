@@ -61,20 +61,26 @@ def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     """One gateway per backend for a test module (tests use unique usernames)."""
-    redis: RedisServer | None = None
-    if request.param == "redis":
-        redis = RedisServer()
-    log = tmp_path_factory.mktemp("gw") / "gateway.log"
-    gw = GatewayProcess(
+    yield from backend_gateway(
+        request, tmp_path_factory, {"PYGW_ADMIN_USERS": ADMIN, "PYGW_API_KEYS": "test-api-key"}
+    )
+
+
+def backend_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]
+) -> Iterator[GatewayProcess]:
+    """Body of a module fixture parametrized with ``memory``/``redis``: a gateway with ``env``,
+    on its own redis-server for the ``redis`` param; stopped (both) when the module is done."""
+    redis = RedisServer() if request.param == "redis" else None
+    proc = GatewayProcess(
         redis_url=redis.url if redis else None,
-        env={"PYGW_ADMIN_USERS": ADMIN, "PYGW_API_KEYS": "test-api-key"},
-        log_path=log,
+        env=env,
+        log_path=tmp_path_factory.mktemp("gw") / "gateway.log",
     )
     try:
-        gw.start()
-        yield gw
+        yield proc.start()
     finally:
-        gw.stop()
+        proc.stop()
         if redis is not None:
             redis.close()
 

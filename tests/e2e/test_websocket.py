@@ -13,9 +13,8 @@ import orjson
 import pytest
 from wsclient import WS
 
-from conftest import ADMIN, Account, login, new_account, register
+from conftest import ADMIN, Account, backend_gateway, login, new_account, register
 from gateway_process import TEST_SECRET, GatewayProcess
-from redis_server import RedisServer
 
 API_KEY = "ws-test-key"
 NAMESPACES = [
@@ -37,18 +36,7 @@ GATEWAY_ENV = {
 def gw(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    redis = RedisServer() if request.param == "redis" else None
-    proc = GatewayProcess(
-        redis_url=redis.url if redis else None,
-        env=GATEWAY_ENV,
-        log_path=tmp_path_factory.mktemp("ws") / "gateway.log",
-    )
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
-        if redis is not None:
-            redis.close()
+    yield from backend_gateway(request, tmp_path_factory, GATEWAY_ENV)
 
 
 @pytest.fixture
