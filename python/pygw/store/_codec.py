@@ -23,8 +23,18 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _NONE_STRINGS = frozenset({"", "None", "none", "null"})
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def clone_json(value: Any) -> Any:
-    """A deep copy through JSON; raises TypeError for values that cannot be stored."""
+    """A deep copy through JSON; raises TypeError for values that cannot be stored.
+
+    A flat dict of strings, integers, booleans and nulls (the usual session patch) is copied
+    directly: nothing in it can change under the caller or fail to serialise."""
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+    ):
+        return dict(value)
     return orjson.loads(orjson.dumps(value))
 
 

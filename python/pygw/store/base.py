@@ -173,6 +173,7 @@ class Storage(abc.ABC):
         chat_id: str | None = None,
         data: dict[str, Any] | None = None,
         owner: str | None = None,
+        returning: bool = True,
     ) -> SessionRecord | None:
         """Shallow-merge ``data`` into the session's data, replace ``chat_id`` if given, bump
         ``last_access``; returns the merged session (None if it does not exist).
@@ -182,6 +183,9 @@ class Storage(abc.ABC):
 
         With ``owner``, raises :class:`pygw.errors.NotOwner` (and changes nothing) unless the
         session belongs to that user — the ownership check costs no extra round-trip.
+        With ``returning=False`` the merged session is not copied out: the result is the
+        session's (shared, read-only) record or None — for callers that only need to know it
+        exists.
         """
 
     @abc.abstractmethod

@@ -178,6 +178,7 @@ class MemoryStorage(Storage):
         chat_id: str | None = None,
         data: dict[str, Any] | None = None,
         owner: str | None = None,
+        returning: bool = True,
     ) -> SessionRecord | None:
         stored = self._live(session_id)
         if stored is None:
@@ -192,7 +193,7 @@ class MemoryStorage(Storage):
             session.chat_id = chat_id
         session.last_access = iso_from_unix(now)
         stored.expires_at = now + self._ttl
-        return copy_session(session)
+        return copy_session(session) if returning else session
 
     async def delete_session(self, session_id: str) -> None:
         self._drop(session_id)

@@ -355,6 +355,7 @@ class RedisStorage(Storage):
         chat_id: str | None = None,
         data: dict[str, Any] | None = None,
         owner: str | None = None,
+        returning: bool = True,
     ) -> SessionRecord | None:
         """Write-behind update.
 
@@ -377,7 +378,7 @@ class RedisStorage(Storage):
             raise NotOwner(session_id)
         entry.delta.absorb(delta)
         delta.apply_to(entry.view)
-        return copy_session(entry.view)
+        return copy_session(entry.view) if returning else entry.view
 
     async def delete_session(self, session_id: str) -> None:
         self._pending.pop(session_id, None)

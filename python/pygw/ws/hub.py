@@ -418,7 +418,9 @@ class Hub:
         return self._update_api_key(conn, frame.key)
 
     async def _update_api_key(self, conn: Connection, key: str) -> dict[str, Any]:
-        await self.gw.storage.update_session(conn.session_id, data={"api_key": key})
+        await self.gw.storage.update_session(
+            conn.session_id, data={"api_key": key}, returning=False
+        )
         return {
             "type": "ack",
             "message": "API key update acknowledged",
