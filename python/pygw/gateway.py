@@ -78,8 +78,7 @@ class Gateway:
         self.metrics = Metrics()
         self.storage, self.broker = create_backends(s)
         self.broker.stats_provider = self.node_stats
-        if hasattr(self.storage, "on_flush"):
-            self.storage.on_flush = self._observe_flush
+        self.storage.on_flush = self._observe_flush
         self.passwords = PasswordHasher(
             time_cost=s.argon2_time_cost,
             memory_kib=s.argon2_memory_kib,
@@ -114,6 +113,7 @@ class Gateway:
             cors=CORS(s.cors_origins, s.cors_allow_credentials),
             metrics=self.metrics,
             access_log=s.access_log,
+            forwarded_headers=bool(s.trusted_proxies),
         )
         self.ws_origins = OriginMatcher(s.ws_allowed_origins)
 

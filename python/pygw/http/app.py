@@ -37,7 +37,8 @@ _ids = itertools.count(1)
 
 JSON = b"application/json"
 
-# Headers copied out of every request (uWS request data is only valid inside its callback).
+# Headers copied out of every request (uWS request data is only valid inside its callback);
+# each costs a call into uWS, so only what some feature reads is copied.
 HEADER_NAMES = (
     "authorization",
     "content-type",
@@ -45,13 +46,10 @@ HEADER_NAMES = (
     "transfer-encoding",
     "x-api-key",
     "x-request-id",
-    "origin",
     "host",
-    "x-forwarded-for",
-    "x-real-ip",
-    "access-control-request-method",
-    "access-control-request-headers",
 )
+CORS_HEADER_NAMES = ("origin", "access-control-request-method", "access-control-request-headers")
+FORWARDED_HEADER_NAMES = ("x-forwarded-for", "x-real-ip")
 
 
 class Authenticator(Protocol):
@@ -111,8 +109,6 @@ def render(result: Any, status: int) -> Response:
 
 
 class HTTPApplication:
-    header_names: tuple[str, ...] = HEADER_NAMES
-
     def __init__(
         self,
         router: Router,
@@ -123,12 +119,19 @@ class HTTPApplication:
         cors: CORS | None = None,
         metrics: Metrics | None = None,
         access_log: bool = False,
+        forwarded_headers: bool = False,
     ) -> None:
         self.router = router
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.hooks: list[Hook] = hooks or []
         self.cors = cors if cors is not None and cors.enabled else None
+        self.header_names: tuple[str, ...] = (
+            HEADER_NAMES
+            + (CORS_HEADER_NAMES if self.cors is not None else ())
+            + (FORWARDED_HEADER_NAMES if forwarded_headers else ())
+        )
+        """What the transport copies out of each request."""
         self.metrics = metrics
         self.access_log = access_log
         self.all_header_prefixes = tuple(

@@ -10,6 +10,7 @@ Every method may raise :class:`pygw.errors.BackendUnavailable` when the backend 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -113,6 +114,8 @@ class Storage(abc.ABC):
 
     name: str
     """``"memory"`` or ``"redis"``."""
+    on_flush: Callable[[int, float], None] | None = None
+    """Set by the node: called after each write-behind flush with (sessions, seconds)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:  # noqa: B027 - optional hook

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -118,8 +117,6 @@ class RedisStorage(Storage):
             client_name=client_name,
         )
         self._pending: dict[str, PendingSession] = {}
-        self.on_flush: Callable[[int, float], None] | None = None
-        """Called after each successful flush with (sessions written, seconds) — for metrics."""
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._outage = False

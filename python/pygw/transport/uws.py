@@ -655,11 +655,8 @@ class UWSServer:
         app = self.http_app
         n = lib.uws_req_get_method(req, _out_ptr)
         method = ffi.unpack(_out_ptr[0], n).decode("latin-1").upper()
-        n = lib.uws_req_get_url(req, _out_ptr)
-        path = ffi.unpack(_out_ptr[0], n).decode("utf-8", "replace")
         n = lib.uws_req_get_full_url(req, _out_ptr)
-        full = ffi.unpack(_out_ptr[0], n).decode("utf-8", "replace")
-        query = full[len(path) + 1 :] if len(full) > len(path) else ""
+        path, _, query = ffi.unpack(_out_ptr[0], n).decode("utf-8", "replace").partition("?")
         if app.wants_all_headers(path):
             headers = _all_headers(req, res)
         else:
