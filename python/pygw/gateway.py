@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -67,6 +68,22 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
     from pygw.store.memory import MemoryStorage
 
     return MemoryStorage(settings.session_ttl), MemoryBroker()
+
+
+def raise_open_file_limit() -> int:
+    """Every WebSocket is a file descriptor: lift the soft limit to the hard one (a stock 1024
+    would cap the gateway near a thousand connections). Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    if soft < 65536:
+        log.warning("open-file limit is %d: at most about that many connections", soft)
+    return soft
 
 
 class Gateway:
@@ -266,6 +283,7 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         s = self.settings
+        raise_open_file_limit()
         await self.storage.start()
         await self.broker.start(self)
         revoked = await self.auth.load_revocations()

@@ -95,7 +95,8 @@ def parse_body(model: type[BaseModel], request: HTTPRequest) -> BaseModel:
             ]
         )
     try:
-        return model.model_validate_json(request.body)
+        validated: BaseModel = model.__pydantic_validator__.validate_json(request.body)
+        return validated
     except ValidationError as exc:
         raise validation_error(pydantic_errors(exc)) from None
 

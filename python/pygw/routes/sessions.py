@@ -208,8 +208,9 @@ def build(gw: Gateway) -> Router:
         sid = ctx.params["session_id"]
         body: SessionUpdateRequest = ctx.body
         try:
+            # Not copied out: the response is encoded before anything else can run.
             updated = await gw.storage.update_session(
-                sid, chat_id=body.chat_id, data=body.data, owner=ctx.claims.sub
+                sid, chat_id=body.chat_id, data=body.data, owner=ctx.claims.sub, returning=False
             )
         except NotOwner:
             raise forbidden("Session access denied") from None

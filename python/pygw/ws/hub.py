@@ -45,8 +45,9 @@ SWEEP_INTERVAL = 0.1
 SWEEP_BATCH = 5000
 """Connections checked per tick."""
 
-ALL_TOPIC = b"\x00all"
-"""Every connection is subscribed to this topic: keep-alive pings and broadcasts to everyone."""
+PING_GROUPS = 16
+PING_TOPICS = tuple(b"\x00ping:%d" % i for i in range(PING_GROUPS))
+"""Every connection is subscribed to one of these (by connection id) for keep-alive pings."""
 
 # Error frame codes (HTTP-like, stable).
 E_BAD_REQUEST = 400
@@ -143,7 +144,10 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ticker = loop.call_later(self.gw.settings.ping_interval, self._keepalive)
+        self._ping_group = 0
+        self._ticker = loop.call_later(
+            self.gw.settings.ping_interval / PING_GROUPS, self._keepalive
+        )
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep_backpressure)
 
     def stop(self) -> None:
@@ -189,15 +193,22 @@ class Hub:
         return len(conns)
 
     def _keepalive(self) -> None:
-        """Ping everyone with one topic publish; close those silent for too long."""
+        """Ping one group of connections (one topic publish); every ``ping_interval`` each
+        connection has been pinged once and those silent for too long are closed.
+
+        Connections are spread over PING_GROUPS topics so 10k clients are not all pinged (and
+        answering) in the same millisecond."""
         settings = self.gw.settings
+        group = self._ping_group
         frame = b'{"type":"ping","timestamp":%.6f}' % time.time()
-        self.gw.server.publish(ALL_TOPIC, frame)
-        deadline = time.monotonic() - settings.inactivity_timeout
-        for conn in [c for c in self.conns.values() if c.last_seen < deadline]:
-            conn.close(CLOSE_POLICY, "Pong timeout")
+        self.gw.server.publish(PING_TOPICS[group], frame)
+        if group == 0:
+            deadline = time.monotonic() - settings.inactivity_timeout
+            for conn in [c for c in self.conns.values() if c.last_seen < deadline]:
+                conn.close(CLOSE_POLICY, "Pong timeout")
+        self._ping_group = (group + 1) % PING_GROUPS
         self._ticker = asyncio.get_running_loop().call_later(
-            settings.ping_interval, self._keepalive
+            settings.ping_interval / PING_GROUPS, self._keepalive
         )
 
     # -- upgrade and open ----------------------------------------------------------------------
@@ -245,7 +256,7 @@ class Hub:
             peers = self.users[conn.user_id] = set()
         peers.add(conn)
         ws = conn.ws
-        uws.ws_subscribe(ws, ALL_TOPIC)
+        uws.ws_subscribe(ws, PING_TOPICS[conn.id % PING_GROUPS])
         uws.ws_subscribe(ws, user_channel(conn.user_id).encode())
         conn.send(
             {
