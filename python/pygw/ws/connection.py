@@ -30,11 +30,9 @@ class Connection:
         "connected_at",
         "errors",
         "errors_since",
-        "exp",
         "family",
         "handle",
         "id",
-        "jti",
         "last_seen",
         "refused",
         "remote",
@@ -50,9 +48,7 @@ class Connection:
         user_id: str = "",
         role: str = "user",
         session_id: str = "",
-        jti: str | None = None,
         family: str | None = None,
-        exp: int = 0,
         remote: str = "",
         refused: str | None = None,
     ) -> None:
@@ -62,9 +58,7 @@ class Connection:
         self.user_id = user_id
         self.role = role
         self.session_id = session_id
-        self.jti = jti
         self.family = family
-        self.exp = exp
         self.remote = remote
         self.refused = refused
         """Set when the upgrade is accepted only to close with 1008 and this reason."""
