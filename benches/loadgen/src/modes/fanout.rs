@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::{connect, idle, idle_until_stop, load_creds, per_thread, seed, WsSetup};
+use super::{connect, idle, idle_until_stop, load_creds, per_thread, run_conns, seed, WsSetup};
 use crate::cli::{Opts, Via};
 use crate::clock;
 use crate::creds::Creds;
@@ -463,39 +463,41 @@ pub fn run(o: &Opts) -> Result<i32, String> {
 
 async fn worker(ti: usize, local: Rc<Local>, cfg: Arc<Cfg>, shared: Arc<Shared>) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::default()));
-    let sem = Rc::new(Semaphore::new(cfg.cc));
-    let mut tasks = Vec::new();
+    let mut publishers = Vec::new();
     if ti == 0 && cfg.ws_pub.is_some() {
         let (l, c, s, st) = (local.clone(), cfg.clone(), shared.clone(), stats.clone());
-        tasks.push(tokio::task::spawn_local(async move {
+        publishers.push(tokio::task::spawn_local(async move {
             ws_publisher(l, c, s, st).await
         }));
     }
     if cfg.http_pub.is_some() {
         for j in (ti..cfg.window).step_by(cfg.threads) {
             let (l, c, s, st) = (local.clone(), cfg.clone(), shared.clone(), stats.clone());
-            tasks.push(tokio::task::spawn_local(async move {
+            publishers.push(tokio::task::spawn_local(async move {
                 http_publisher(j, l, c, s, st).await
             }));
         }
     }
-    for i in (ti..cfg.subscribers).step_by(cfg.threads) {
-        let (l, c, s, st, sem) = (
-            local.clone(),
-            cfg.clone(),
-            shared.clone(),
-            stats.clone(),
-            sem.clone(),
-        );
-        tasks.push(tokio::task::spawn_local(async move {
-            subscriber(i, l, c, s, st, sem).await
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let out = std::mem::take(&mut *stats.borrow_mut());
-    out
+    let (threads, subscribers, cc, st) = (cfg.threads, cfg.subscribers, cfg.cc, stats.clone());
+    run_conns(
+        ti,
+        threads,
+        subscribers,
+        cc,
+        stats,
+        publishers,
+        move |i, sem| {
+            subscriber(
+                i,
+                local.clone(),
+                cfg.clone(),
+                shared.clone(),
+                st.clone(),
+                sem,
+            )
+        },
+    )
+    .await
 }
 
 fn record_close(stats: &Rc<RefCell<Stats>>, shared: &Shared, e: &ConnError) {

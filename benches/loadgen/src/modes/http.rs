@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{load_creds, per_thread};
+use super::{load_creds, per_thread, run_conns};
 use crate::cli::Opts;
 use crate::creds::Creds;
 use crate::histogram::Histogram;
@@ -248,25 +248,18 @@ pub fn run(o: &Opts) -> Result<i32, String> {
 
 async fn worker(ti: usize, local: Rc<Local>, cfg: Arc<Cfg>, shared: Arc<Shared>) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::default()));
-    let sem = Rc::new(tokio::sync::Semaphore::new(cfg.cc));
-    let mut tasks = Vec::new();
-    for i in (ti..cfg.conns).step_by(cfg.threads) {
-        let (l, c, s, st, sem) = (
+    let (threads, conns, cc, st) = (cfg.threads, cfg.conns, cfg.cc, stats.clone());
+    run_conns(ti, threads, conns, cc, stats, Vec::new(), move |i, sem| {
+        conn_task(
+            i,
             local.clone(),
             cfg.clone(),
             shared.clone(),
-            stats.clone(),
-            sem.clone(),
-        );
-        tasks.push(tokio::task::spawn_local(async move {
-            conn_task(i, l, c, s, st, sem).await
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let out = std::mem::take(&mut *stats.borrow_mut());
-    out
+            st.clone(),
+            sem,
+        )
+    })
+    .await
 }
 
 async fn dial(cfg: &Cfg, source: Option<IpAddr>) -> std::io::Result<HttpConn> {

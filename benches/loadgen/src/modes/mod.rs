@@ -8,9 +8,14 @@ pub mod http;
 pub mod mock_server;
 pub mod rtt;
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::cli::Opts;
 use crate::creds::Creds;
@@ -20,6 +25,38 @@ use crate::template::{Ctx, Template};
 use crate::url::{self, Url};
 use crate::util::Rng;
 use crate::ws::{self, ConnError, Event, PingCounts, WsConn, WsDial, TEXT_PONG};
+
+/// Runs `task(i, semaphore)` for this thread's share of connection indices
+/// (`ti`, `ti + threads`, ... below `count`) as local tasks, at most `concurrency` of them
+/// connecting at once (they hold a semaphore permit while connecting), plus `extra` tasks
+/// started by the caller; waits for all and returns the stats they accumulated.
+pub async fn run_conns<S, F, Fut>(
+    ti: usize,
+    threads: usize,
+    count: usize,
+    concurrency: usize,
+    stats: Rc<RefCell<S>>,
+    extra: Vec<JoinHandle<()>>,
+    task: F,
+) -> S
+where
+    S: Default,
+    F: Fn(usize, Rc<Semaphore>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let sem = Rc::new(Semaphore::new(concurrency));
+    let mut tasks = extra;
+    tasks.extend(
+        (ti..count)
+            .step_by(threads)
+            .map(|i| tokio::task::spawn_local(task(i, sem.clone()))),
+    );
+    for t in tasks {
+        let _ = t.await;
+    }
+    let out = std::mem::take(&mut *stats.borrow_mut());
+    out
+}
 
 pub fn load_creds(o: &Opts) -> Result<Creds, String> {
     match &o.creds {

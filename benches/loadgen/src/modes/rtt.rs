@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::{connect, idle, load_creds, per_thread, seed, Plan, WsSetup};
+use super::{connect, idle, load_creds, per_thread, run_conns, seed, Plan, WsSetup};
 use crate::cli::Opts;
 use crate::histogram::Histogram;
 use crate::report::{self, emit, lat_json, lat_line, Counts, Samples, Table};
@@ -261,25 +261,18 @@ pub fn cpu_row(u0: &sys::Usage, u1: &sys::Usage, secs: f64) -> String {
 
 async fn worker(ti: usize, local: Rc<Local>, cfg: Arc<Cfg>, shared: Arc<Shared>) -> Stats {
     let stats = Rc::new(RefCell::new(Stats::default()));
-    let sem = Rc::new(Semaphore::new(cfg.cc));
-    let mut tasks = Vec::new();
-    for i in (ti..cfg.conns).step_by(cfg.threads) {
-        let (l, c, s, st, sem) = (
+    let (threads, conns, cc, st) = (cfg.threads, cfg.conns, cfg.cc, stats.clone());
+    run_conns(ti, threads, conns, cc, stats, Vec::new(), move |i, sem| {
+        conn_task(
+            i,
             local.clone(),
             cfg.clone(),
             shared.clone(),
-            stats.clone(),
-            sem.clone(),
-        );
-        tasks.push(tokio::task::spawn_local(async move {
-            conn_task(i, l, c, s, st, sem).await
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let out = std::mem::take(&mut *stats.borrow_mut());
-    out
+            st.clone(),
+            sem,
+        )
+    })
+    .await
 }
 
 async fn conn_task(
