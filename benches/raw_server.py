@@ -2,8 +2,9 @@
 
     python -m benches raw_server --port P [--host 127.0.0.1] [--max-seconds S]
 
-It runs on pygw's own transport layer (``pygw.transport.uws``: socketify's cffi ``lib``, the same
-:class:`~pygw.transport.uws.UVBridge` driving libuv from asyncio, the same :class:`UWSServer`),
+It runs on pygw's own transport layer (``pygw.transport.uws``: the native uWS binding over
+socketify's library, the same :class:`~pygw.transport.uws.UVBridge` driving libuv from asyncio,
+the same :class:`UWSServer`),
 so the only difference from ``pygw serve`` is the gateway logic: no auth, no JWT, no storage, no
 rate limits, no per-connection bookkeeping, no JSON encoding of replies beyond the minimum the
 load generator needs to recognise them.
@@ -40,11 +41,10 @@ ECHO_PREFIX = b'{"type":"echo"'
 
 
 class RawSocket:
-    __slots__ = ("handle", "ws")
+    __slots__ = ("ws",)
 
     def __init__(self) -> None:
         self.ws: Any = None
-        self.handle: Any = None
 
 
 class RawHTTP:
@@ -86,14 +86,9 @@ class RawWS:
     def __init__(self) -> None:
         self.server: uws.UWSServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        # The transport's cffi handle and the socket object only reference each other (a cycle
-        # the garbage collector may free while uWS still holds the handle): keep them reachable.
-        self.sockets: set[RawSocket] = set()
 
     async def upgrade(self, request: UpgradeRequest) -> RawSocket:
-        sock = RawSocket()
-        self.sockets.add(sock)
-        return sock
+        return RawSocket()  # uWS holds it (a strong reference) until after on_close
 
     def on_open(self, sock: RawSocket) -> None:
         uws.ws_send(sock.ws, CONNECTED)
@@ -131,7 +126,7 @@ class RawWS:
         uws.ws_send(sock.ws, orjson.dumps(reply))
 
     def on_close(self, sock: RawSocket, code: int, reason: bytes) -> None:
-        self.sockets.discard(sock)
+        return None
 
     def on_pong(self, sock: RawSocket) -> None:
         return None

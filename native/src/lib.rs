@@ -11,6 +11,7 @@ pub mod history;
 pub mod jwt;
 pub mod keys;
 pub mod ratelimit;
+pub mod uws;
 
 mod py;
 

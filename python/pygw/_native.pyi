@@ -1,9 +1,11 @@
-"""Rust core of pygw: JWT, client-frame codec, channel permissions, rate limiting, history.
+"""Rust core of pygw: JWT, client-frame codec, channel permissions, rate limiting, history,
+and the uWebSockets transport binding.
 
 Everything here is implemented in Rust (``native/``); this stub is written by hand.
 """
 
-from typing import Final, Self, final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Self, final
 
 __all__ = [
     "ChannelPolicy",
@@ -11,15 +13,25 @@ __all__ = [
     "ClientFrame",
     "ExpiredToken",
     "FrameError",
+    "HTTPRequest",
     "HistoryBuffers",
     "InvalidToken",
     "RateLimiter",
     "RevokedToken",
     "TokenCodec",
     "TokenError",
+    "UWSApp",
+    "UpgradeRequest",
     "__version__",
     "decode_frame",
     "encode_message",
+    "ws_buffered_amount",
+    "ws_close",
+    "ws_end",
+    "ws_remote_address",
+    "ws_send",
+    "ws_subscribe",
+    "ws_unsubscribe",
 ]
 
 __version__: Final[str]
@@ -289,3 +301,240 @@ class HistoryBuffers:
         """Drop expired publications in every stream; return how many."""
     def __len__(self) -> int:
         """Number of streams."""
+
+# --------------------------------------------------------------- uWS transport
+
+@final
+class UWSApp:
+    """A uWebSockets app (socketify's prebuilt ``libsocketify``, its C API called directly)
+    on its own libuv loop, which Python drives: call :meth:`run_nowait` when
+    :meth:`backend_fd` is readable, when :meth:`backend_timeout` ms have passed, or after
+    writing to sockets from outside a callback (``publish``, ``ws_end``, ``accept``).
+
+    Callbacks registered with uWS are native: each HTTP request, upgrade and WebSocket event
+    calls Python once. They run inside ``run_nowait`` (or inside the call that triggered
+    them, e.g. ``ws_end`` runs the close handler) with the GIL held. An exception raised by
+    a Python handler is passed to ``report(what, exc)``.
+
+    ``library_path`` is socketify's library (opened with ``RTLD_NOLOAD`` first, so an
+    already loaded copy is shared); ``libuv`` the libuv it links. One app per process at a
+    time: creating one makes it the target of module-level callbacks. OSError if the
+    library cannot be loaded, RuntimeError if uWS cannot be set up.
+    """
+
+    def __new__(
+        cls,
+        library_path: str,
+        report: Callable[[str, BaseException], object],
+        libuv: str = "libuv.so.1",
+    ) -> Self: ...
+    def http(
+        self,
+        on_request: Callable[[HTTPRequest], object],
+        on_error: Callable[[HTTPRequest, int, str], object],
+        header_names: Iterable[str],
+        all_header_prefixes: Iterable[str],
+        max_body_bytes: int,
+        batch: bool = True,
+    ) -> None:
+        """Register the catch-all route ``/*``. Each request is copied out of uWS (method
+        upper-cased, path and query string split at the first ``?``, the ``header_names``
+        present — or every header, repeated ones joined with ``", "``, for paths starting
+        with one of ``all_header_prefixes`` — and the remote address), then:
+
+        - no body (no Content-Length or ``0``, no Transfer-Encoding): ``on_request(request)``;
+        - a Content-Length that is not a non-negative integer:
+          ``on_error(request, 400, "Invalid Content-Length")``;
+        - a Content-Length over ``max_body_bytes``, or a body growing past it while it
+          streams in: ``on_error(request, 413, "Request body too large")``;
+        - else the body is received natively and ``on_request(request)`` gets it in
+          ``request.body``.
+
+        ``on_error`` must answer with ``close=True``. Whoever gets the request answers with
+        :meth:`HTTPRequest.respond`, now or later; if ``on_request``/``on_error`` raise and
+        nobody answered, a plain JSON error is sent. RuntimeError if already registered.
+
+        With ``batch`` (the default), complete requests are not handed over inside the uWS
+        callback but collected during the libuv iteration; :meth:`run_nowait` then calls
+        ``on_request`` for each, one after the other, and writes the answers given during
+        that (``respond`` defers them) back to back at the end. Requests whose client asked
+        to close (``Connection: close``, HTTP/1.0) are handed over inside the callback, where
+        uWS closes after the answer. (An HTTP/1.1 client pipelining a request behind one not
+        answered yet gets its connection closed by uWS, as with any answer given later.)"""
+    def ws(
+        self,
+        path: str,
+        *,
+        upgrade: Callable[[UpgradeRequest], object],
+        open: Callable[[Any], object],
+        message: Callable[[Any, bytes, int], object],
+        close: Callable[[Any, int, bytes], object],
+        pong: Callable[[Any], object],
+        drain: Callable[[Any], object],
+        query_names: Iterable[str],
+        header_names: Iterable[str],
+        max_payload_length: int,
+        idle_timeout: int,
+        max_backpressure: int,
+        close_on_backpressure_limit: bool,
+        send_pings_automatically: bool,
+    ) -> None:
+        """Register the WebSocket route (no compression). ``upgrade(request)`` gets an
+        :class:`UpgradeRequest` (``query_names`` values URL-decoded as uWS's ``getQuery``
+        does, ``header_names`` headers, empty values left out) and answers it with
+        ``accept(socket)`` or ``reject(...)``, now or later. Then ``open(socket)``,
+        ``message(socket, data, opcode)``, ``pong(socket)``, ``drain(socket)`` and, once,
+        ``close(socket, code, reason)`` get the accepted object, whose ``ws`` attribute is
+        set to the native WebSocket (an int) before ``open`` and to None before ``close``.
+        RuntimeError if already registered."""
+    def listen(self, host: str, port: int, backlog: int = 0) -> int:
+        """Bind (``SO_REUSEPORT``; port 0 picks one) and return the port. ``backlog`` > 0
+        replaces uSockets' accept backlog (512; the kernel caps it at ``somaxconn``).
+        OSError if it cannot listen."""
+    def close_listener(self) -> bool:
+        """Stop accepting connections (open ones stay); False if not listening."""
+    def publish(self, topic: bytes, message: bytes, opcode: int = 1) -> bool:
+        """Send ``message`` to every subscriber of ``topic``. From outside the loop, uWS
+        queues it per subscriber and writes on the next :meth:`run_nowait`."""
+    def num_subscribers(self, topic: bytes) -> int: ...
+    def run_nowait(self) -> int:
+        """One non-blocking libuv iteration (``in_uv`` is True meanwhile), then the HTTP
+        batch (see :meth:`http`); returns :meth:`backend_timeout` after it."""
+    def backend_fd(self) -> int:
+        """libuv's backend (epoll) fd, readable when the loop has work."""
+    def backend_timeout(self) -> int:
+        """Milliseconds until libuv's next timer: -1 none, 0 run again now."""
+    @property
+    def in_uv(self) -> bool:
+        """True while libuv runs: inside uWS callbacks, whose writes uWS corks."""
+    @property
+    def pending_requests(self) -> int:
+        """HTTP requests not yet answered nor aborted that uWS may report about (body
+        being read, or handler pending)."""
+    @property
+    def pending_upgrades(self) -> int:
+        """Upgrades waiting for ``accept``/``reject``."""
+    @property
+    def library_path(self) -> str: ...
+
+@final
+class HTTPRequest:
+    """One HTTP exchange, copied out of uWS.
+
+    ``HTTPRequest(method, path, query_string, headers, client_ip)`` builds a detached request
+    (tests, benchmarks): ``body`` is ``b""`` and :meth:`respond` does nothing.
+    """
+
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    client_ip: str
+    body: bytes
+    params: dict[str, str]
+    """Path parameters (set by the router); a new empty dict until set."""
+    state: dict[str, Any]
+    """Per-request scratch space; a new empty dict until set."""
+
+    def __new__(
+        cls,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        client_ip: str,
+    ) -> Self: ...
+    @property
+    def aborted(self) -> bool:
+        """The client went away before the answer (``respond`` then does nothing)."""
+    @property
+    def responded(self) -> bool:
+        """:meth:`respond` wrote the answer."""
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes | None = None,
+        headers: Iterable[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> bool:
+        """Write the status line (any code: unknown ones as ``"<code> Unknown"``), the
+        headers (Latin-1; ValueError otherwise, before anything is written), Content-Type
+        (default ``application/json``; ``b""`` for none) and the body, corked (inside the
+        HTTP batch: when the batch ends). ``close`` adds ``Connection: close`` and closes
+        after. Returns False, doing nothing, once answered, after an abort, or for a
+        detached request."""
+    def __repr__(self) -> str: ...
+
+@final
+class UpgradeRequest:
+    """A WebSocket upgrade request, copied out of uWS. Answer it once with :meth:`accept` or
+    :meth:`reject`, in the upgrade callback or later from asyncio (then ask for a loop
+    iteration); after ``aborted`` both do nothing.
+
+    The keyword constructor builds a detached request (tests) that cannot be answered.
+    """
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def query(self) -> dict[str, str]: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def key(self) -> bytes:
+        """Sec-WebSocket-Key."""
+    @property
+    def protocol(self) -> bytes:
+        """Sec-WebSocket-Protocol."""
+    @property
+    def extensions(self) -> bytes:
+        """Sec-WebSocket-Extensions."""
+    @property
+    def client_ip(self) -> str: ...
+    @property
+    def aborted(self) -> bool: ...
+    @property
+    def answered(self) -> bool: ...
+    def __new__(
+        cls,
+        *,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        key: bytes,
+        protocol: bytes,
+        extensions: bytes,
+        client_ip: str,
+    ) -> Self: ...
+    def accept(self, socket: Any) -> bool:
+        """Upgrade; ``socket`` becomes the connection's object: uWS keeps a strong reference
+        to it until after ``close``, its ``ws`` is set and ``open(socket)`` runs before this
+        returns. False if it cannot (answered, aborted, detached)."""
+    def reject(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes | None = None,
+        headers: Iterable[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> bool:
+        """Refuse with an HTTP response (as :meth:`HTTPRequest.respond`)."""
+    def __repr__(self) -> str: ...
+
+def ws_send(ws: int, data: bytes, opcode: int = 1) -> int:
+    """Send one frame: 0 backpressure (queued), 1 success, 2 dropped. Inside callbacks uWS
+    corks it; outside, it is corked here and leaves at once. ``ws`` must be open."""
+
+def ws_end(ws: int, code: int, reason: bytes = b"") -> None:
+    """Close with a close frame; the close handler runs before this returns."""
+
+def ws_close(ws: int) -> None:
+    """Terminate the connection without a close handshake."""
+
+def ws_subscribe(ws: int, topic: bytes) -> bool: ...
+def ws_unsubscribe(ws: int, topic: bytes) -> bool: ...
+def ws_buffered_amount(ws: int) -> int:
+    """Bytes queued in user space for the socket."""
+
+def ws_remote_address(ws: int) -> str: ...

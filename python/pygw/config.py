@@ -105,6 +105,10 @@ class Settings:
     allow_unknown_namespaces: bool = True
     json_logs: bool = False
     access_log: bool = False
+    http_batch: bool = True
+    """Run the HTTP requests that arrived in one event-loop iteration back to back and write
+    their answers together (2-3x the throughput). HTTP/1.1 pipelining is then not supported:
+    a pipelined request behind an unanswered one closes the connection."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call the HTTP API from browsers (``*``, exact, ``https://*.x.com``)."""
     cors_allow_credentials: bool = False
@@ -201,6 +205,7 @@ class Settings:
         )
         s.json_logs = _flag(get("PYGW_JSON_LOGS"))
         s.access_log = _flag(get("PYGW_ACCESS_LOG"))
+        s.http_batch = _flag(get("PYGW_HTTP_BATCH", "true"))
         s.cors_origins = _split(get("PYGW_CORS_ORIGINS", ""))
         s.cors_allow_credentials = _flag(get("PYGW_CORS_ALLOW_CREDENTIALS"))
         s.ws_allowed_origins = _split(get("PYGW_WS_ALLOWED_ORIGINS", ""))

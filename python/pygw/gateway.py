@@ -301,6 +301,7 @@ class Gateway:
                 # The hub closes slow readers at the limit (1013); uWS cuts at 8x as a backstop.
                 max_backpressure=s.ws_max_backpressure * 8,
             ),
+            http_batch=s.http_batch,
         )
         self.port = self._server.listen(host or s.host, s.port if port is None else port)
         self.hub.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import jwt as pyjwt
@@ -374,3 +375,20 @@ def test_docs_are_served_without_internet(client: httpx.Client) -> None:
         r = client.get(f"/docs/assets/{asset}")
         assert r.status_code == 200
         assert len(r.content) > 10_000
+
+
+def test_pipelining_is_served_with_http_batching_off(tmp_path: Path) -> None:
+    import socket
+
+    with GatewayProcess(env={"PYGW_HTTP_BATCH": "false"}, log_path=tmp_path / "gw.log") as gw:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(
+                b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /ws/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+        assert b'"status":"healthy"' in data
+        assert b'"active_connections"' in data

@@ -6,6 +6,7 @@ mod history;
 mod json;
 mod jwt;
 mod ratelimit;
+mod uws;
 
 use pyo3::prelude::*;
 
@@ -15,5 +16,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     channels::register(m)?;
     ratelimit::register(m)?;
     history::register(m)?;
+    uws::register(m)?;
     Ok(())
 }

@@ -31,7 +31,6 @@ class Connection:
         "errors",
         "errors_since",
         "family",
-        "handle",
         "id",
         "last_seen",
         "refused",
@@ -54,7 +53,6 @@ class Connection:
     ) -> None:
         self.id = next(_ids)
         self.ws: Any = None
-        self.handle: Any = None
         self.user_id = user_id
         self.role = role
         self.session_id = session_id

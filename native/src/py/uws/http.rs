@@ -1,0 +1,539 @@
+//! `HTTPRequest` and the HTTP callbacks (`/*` route, `onData`, `onAborted`).
+
+use std::ffi::c_char;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::{
+    current, extract_headers, guard, out_slice, plain_error, slice, Deferred, HttpConfig, Inflight,
+    Link, Reply, Server, JSON,
+};
+use crate::uws::ffi::{Ptr, Uws, SSL};
+use crate::uws::http::{
+    body_plan, has_prefix, latin1, method_upper, plain_error_body, split_url, Body, BodyPlan,
+    HeaderList,
+};
+use crate::uws::slab::Key;
+
+/// One HTTP exchange: the request as copied out of uWS, and `respond()`.
+///
+/// Built natively for each request; `HTTPRequest(method, path, query_string,
+/// headers, client_ip)` from Python builds a detached one (for tests) whose
+/// `respond()` does nothing.
+#[pyclass(module = "pygw._native", name = "HTTPRequest")]
+pub struct HttpRequest {
+    #[pyo3(get, set)]
+    method: Py<PyAny>,
+    #[pyo3(get, set)]
+    path: Py<PyAny>,
+    #[pyo3(get, set)]
+    query_string: Py<PyAny>,
+    #[pyo3(get, set)]
+    headers: Py<PyAny>,
+    #[pyo3(get, set)]
+    client_ip: Py<PyAny>,
+    #[pyo3(get, set)]
+    body: Py<PyAny>,
+    params: Option<Py<PyAny>>,
+    state: Option<Py<PyAny>>,
+    link: Link,
+}
+
+impl HttpRequest {
+    /// Answers, once; false if already answered, aborted or detached.
+    fn finish(
+        &self,
+        status: i64,
+        body: &[u8],
+        content_type: &[u8],
+        headers: &[(Vec<u8>, Vec<u8>)],
+        close: bool,
+    ) -> bool {
+        let Some(server) = self.link.server() else {
+            return false;
+        };
+        let Some(res) = self.link.claim() else {
+            return false;
+        };
+        let reply = Reply {
+            status,
+            body,
+            content_type,
+            headers,
+            close,
+        };
+        // SAFETY: res is live (an abort would have cleared it) and unanswered (claimed once).
+        unsafe { reply.send(server.api, res) };
+        forget(server, &self.link);
+        true
+    }
+
+    /// The generic error body, if nobody answered.
+    fn fail(&self, status: i64, error: &str) {
+        if self.link.is_open() {
+            self.finish(status, &plain_error_body(status, error), JSON, &[], true);
+        }
+    }
+}
+
+/// Drops the slab entry: late `onData`/`onAborted` calls find nothing.
+fn forget(server: &Server, link: &Link) {
+    if let Some(key) = link.take_key() {
+        let removed = server.requests.borrow_mut().remove(key);
+        drop(removed);
+    }
+}
+
+#[pymethods]
+impl HttpRequest {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        method: Py<PyAny>,
+        path: Py<PyAny>,
+        query_string: Py<PyAny>,
+        headers: Py<PyAny>,
+        client_ip: Py<PyAny>,
+    ) -> Self {
+        HttpRequest {
+            method,
+            path,
+            query_string,
+            headers,
+            client_ip,
+            body: PyBytes::new(py, b"").into_any().unbind(),
+            params: None,
+            state: None,
+            link: Link::detached(),
+        }
+    }
+
+    /// Path parameters (set by the router); a new dict until then.
+    #[getter]
+    fn params(&mut self, py: Python<'_>) -> Py<PyAny> {
+        self.params
+            .get_or_insert_with(|| PyDict::new(py).into_any().unbind())
+            .clone_ref(py)
+    }
+
+    #[setter]
+    fn set_params(&mut self, value: Py<PyAny>) {
+        self.params = Some(value);
+    }
+
+    /// Per-request scratch space for hooks and handlers.
+    #[getter]
+    fn state(&mut self, py: Python<'_>) -> Py<PyAny> {
+        self.state
+            .get_or_insert_with(|| PyDict::new(py).into_any().unbind())
+            .clone_ref(py)
+    }
+
+    #[setter]
+    fn set_state(&mut self, value: Py<PyAny>) {
+        self.state = Some(value);
+    }
+
+    /// The client went away before the answer.
+    #[getter]
+    fn aborted(&self) -> bool {
+        self.link.aborted()
+    }
+
+    /// `respond()` has written the answer.
+    #[getter]
+    fn responded(&self) -> bool {
+        self.link.done() && !self.link.aborted()
+    }
+
+    /// Writes status, headers and body (corked). A no-op returning False once
+    /// answered, after an abort, or for a detached request.
+    #[pyo3(signature = (status, body, content_type = None, headers = None, close = false))]
+    fn respond(
+        slf: &Bound<'_, Self>,
+        status: i64,
+        body: &Bound<'_, PyBytes>,
+        content_type: Option<&Bound<'_, PyBytes>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        close: bool,
+    ) -> PyResult<bool> {
+        let this = slf.borrow();
+        if !this.link.is_open() {
+            return Ok(false);
+        }
+        let headers = extract_headers(headers)?;
+        if let Some(server) = this.link.server().filter(|s| s.batching.get()) {
+            // Inside the batch: written with the others when it ends.
+            let Some(res) = this.link.claim() else {
+                return Ok(false);
+            };
+            server.replies.borrow_mut().push(Deferred {
+                request: slf.clone().unbind(),
+                res,
+                status,
+                body: body.clone().unbind(),
+                content_type: content_type.map(|c| c.clone().unbind()),
+                headers,
+                close,
+            });
+            return Ok(true);
+        }
+        let content_type = content_type.map_or(JSON, |c| c.as_bytes());
+        Ok(this.finish(status, body.as_bytes(), content_type, &headers, close))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.method)?;
+        visit.call(&self.path)?;
+        visit.call(&self.query_string)?;
+        visit.call(&self.headers)?;
+        visit.call(&self.client_ip)?;
+        visit.call(&self.body)?;
+        visit.call(&self.params)?;
+        visit.call(&self.state)
+    }
+
+    fn __clear__(&mut self) {
+        self.params = None;
+        self.state = None;
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<HTTPRequest {} {}>",
+            self.method.bind(py),
+            self.path.bind(py)
+        )
+    }
+}
+
+fn method<'py>(py: Python<'py>, raw: &[u8]) -> Bound<'py, PyString> {
+    let known = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    for name in known {
+        if raw.eq_ignore_ascii_case(name.as_bytes()) {
+            return match name {
+                "GET" => intern!(py, "GET"),
+                "POST" => intern!(py, "POST"),
+                "PUT" => intern!(py, "PUT"),
+                "DELETE" => intern!(py, "DELETE"),
+                "PATCH" => intern!(py, "PATCH"),
+                "HEAD" => intern!(py, "HEAD"),
+                _ => intern!(py, "OPTIONS"),
+            }
+            .clone();
+        }
+    }
+    PyString::new(py, &latin1(&method_upper(raw)))
+}
+
+/// # Safety
+/// `req` must be the live request of the current callback.
+unsafe fn header<'a>(uws: &Uws, req: Ptr, name: &[u8]) -> &'a [u8] {
+    out_slice(|out| (uws.uws_req_get_header)(req, name.as_ptr().cast(), name.len(), out))
+}
+
+extern "C" fn collect_header(
+    name: *const c_char,
+    name_len: usize,
+    value: *const c_char,
+    value_len: usize,
+    user_data: Ptr,
+) {
+    guard("header iteration", || {
+        // SAFETY: user_data is the HeaderList of `copy_headers`; the slices
+        // are uWS's request buffer, alive during the request callback.
+        unsafe {
+            let list = &mut *user_data.cast::<HeaderList<'static>>();
+            list.add(slice(name, name_len), slice(value, value_len));
+        }
+    });
+}
+
+/// The request headers as a dict: every header for paths under
+/// `all_prefixes`, else the configured names.
+///
+/// # Safety
+/// `req` must be the live request of the current callback.
+unsafe fn copy_headers<'py>(
+    py: Python<'py>,
+    uws: &Uws,
+    config: &HttpConfig,
+    req: Ptr,
+    path: &[u8],
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    if has_prefix(path, &config.all_prefixes) {
+        let mut list = HeaderList::default();
+        (uws.uws_req_for_each_header)(req, collect_header, std::ptr::from_mut(&mut list).cast());
+        for (name, value) in &list.items {
+            dict.set_item(
+                PyString::new(py, &latin1(name)),
+                PyString::new(py, &latin1(value)),
+            )?;
+        }
+    } else {
+        for (name, key) in &config.headers {
+            let value = header(uws, req, name);
+            if !value.is_empty() {
+                dict.set_item(key.bind(py), PyString::new(py, &latin1(value)))?;
+            }
+        }
+    }
+    Ok(dict)
+}
+
+pub(super) extern "C" fn on_request(res: Ptr, req: Ptr, user_data: Ptr) {
+    // SAFETY: user_data is the leaked server the route was registered with.
+    let server: &'static Server = unsafe { &*user_data.cast::<Server>() };
+    guard("HTTP request", || {
+        Python::attach(|py| {
+            // SAFETY: res and req are this callback's.
+            unsafe { request(py, server, res, req) }
+        });
+    });
+}
+
+/// # Safety
+/// `res` and `req` must be the live pair of the current request callback.
+unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
+    let api = server.api;
+    let uws = &api.uws;
+    let Some(config) = server.http.get() else {
+        plain_error(api, res, 500, "Internal Server Error");
+        return;
+    };
+    let built = (|| -> PyResult<(Bound<'_, HttpRequest>, BodyPlan, bool)> {
+        let raw_method = out_slice(|out| (uws.uws_req_get_method)(req, out));
+        let full = out_slice(|out| (uws.uws_req_get_full_url)(req, out));
+        let (path, query) = split_url(full);
+        let headers = copy_headers(py, uws, config, req, path)?;
+        let length = header(uws, req, b"content-length");
+        let chunked = !header(uws, req, b"transfer-encoding").is_empty();
+        let plan = body_plan(
+            (!length.is_empty()).then_some(length),
+            chunked,
+            config.max_body,
+        );
+        // uWS closes after the answer only if it is written inside its callback.
+        let immediate = !config.batch
+            || (uws.uws_req_is_ancient)(req)
+            || header(uws, req, b"connection").eq_ignore_ascii_case(b"close");
+        let request = HttpRequest {
+            method: method(py, raw_method).into_any().unbind(),
+            path: PyString::new(py, &String::from_utf8_lossy(path))
+                .into_any()
+                .unbind(),
+            query_string: PyString::new(py, &String::from_utf8_lossy(query))
+                .into_any()
+                .unbind(),
+            headers: headers.into_any().unbind(),
+            client_ip: server.client_ip(py, res).into_any(),
+            body: PyBytes::new(py, b"").into_any().unbind(),
+            params: None,
+            state: None,
+            link: Link::new(res, server),
+        };
+        Ok((Bound::new(py, request)?, plan, immediate))
+    })();
+    let (request, plan, immediate) = match built {
+        Ok(built) => built,
+        Err(err) => {
+            server.report(py, "HTTP request handling (before dispatch)", err);
+            plain_error(api, res, 500, "Internal Server Error");
+            return;
+        }
+    };
+    let key = server.requests.borrow_mut().insert(Inflight {
+        request: request.clone().unbind(),
+        body: None,
+        immediate,
+    });
+    request.borrow().link.set_key(key);
+    (uws.uws_res_on_aborted)(SSL, res, on_aborted, key as usize as Ptr);
+    match plan {
+        BodyPlan::Empty if immediate => dispatch(py, server, config, &request),
+        BodyPlan::Empty => server.ready.borrow_mut().push(request.unbind()),
+        BodyPlan::Invalid => error(py, server, config, &request, 400, "Invalid Content-Length"),
+        BodyPlan::TooLarge => error(py, server, config, &request, 413, "Request body too large"),
+        BodyPlan::Read { expected } => {
+            if let Some(entry) = server.requests.borrow_mut().get_mut(key) {
+                entry.body = Some(Body::new(expected, config.max_body));
+            }
+            (uws.uws_res_on_data)(SSL, res, on_data, key as usize as Ptr);
+        }
+    }
+}
+
+/// Hands the complete request to Python (`on_request(request)`).
+fn dispatch(
+    py: Python<'_>,
+    server: &Server,
+    config: &HttpConfig,
+    request: &Bound<'_, HttpRequest>,
+) {
+    if let Err(err) = config.on_request.call1(py, (request,)) {
+        server.report(py, "HTTP request handler", err);
+        request.borrow().fail(500, "Internal Server Error");
+    }
+}
+
+/// Refuses the request (400/413) through Python's `on_error(request, status,
+/// message)`, which answers with `close=True`.
+fn error(
+    py: Python<'_>,
+    server: &Server,
+    config: &HttpConfig,
+    request: &Bound<'_, HttpRequest>,
+    status: i64,
+    message: &str,
+) {
+    if let Err(err) = config.on_error.call1(py, (request, status, message)) {
+        server.report(py, "HTTP error response", err);
+    }
+    request.borrow().fail(status, message);
+}
+
+extern "C" fn on_data(_res: Ptr, chunk: *const c_char, len: usize, is_end: bool, user_data: Ptr) {
+    let Some(server) = current() else {
+        return;
+    };
+    guard("HTTP body", || {
+        Python::attach(|py| {
+            // SAFETY: uWS gives `len` readable bytes for this call.
+            let chunk = unsafe { slice(chunk, len) };
+            body_chunk(py, server, user_data as usize as Key, chunk, is_end);
+        });
+    });
+}
+
+enum Next {
+    Wait,
+    TooLarge(Py<HttpRequest>),
+    Complete(Py<HttpRequest>, Option<Vec<u8>>, bool),
+}
+
+fn body_chunk(py: Python<'_>, server: &Server, key: Key, chunk: &[u8], is_end: bool) {
+    let Some(config) = server.http.get() else {
+        return;
+    };
+    let next = {
+        let mut requests = server.requests.borrow_mut();
+        let Some(entry) = requests.get_mut(key) else {
+            return; // answered or aborted meanwhile
+        };
+        let Some(body) = entry.body.as_mut() else {
+            return;
+        };
+        if body.len() + chunk.len() > config.max_body {
+            entry.body = None;
+            Next::TooLarge(entry.request.clone_ref(py))
+        } else if !is_end {
+            body.push(chunk);
+            Next::Wait
+        } else if body.is_empty() {
+            // The usual case: the whole body in one chunk, copied once.
+            entry.body = None;
+            Next::Complete(entry.request.clone_ref(py), None, entry.immediate)
+        } else {
+            body.push(chunk);
+            let data = body.take();
+            entry.body = None;
+            Next::Complete(entry.request.clone_ref(py), Some(data), entry.immediate)
+        }
+    };
+    match next {
+        Next::Wait => {}
+        Next::TooLarge(request) => {
+            error(
+                py,
+                server,
+                config,
+                request.bind(py),
+                413,
+                "Request body too large",
+            );
+        }
+        Next::Complete(request, data, immediate) => {
+            let bytes = PyBytes::new(py, data.as_deref().unwrap_or(chunk));
+            request.bind(py).borrow_mut().body = bytes.into_any().unbind();
+            if immediate {
+                dispatch(py, server, config, request.bind(py));
+            } else {
+                server.ready.borrow_mut().push(request);
+            }
+        }
+    }
+}
+
+extern "C" fn on_aborted(_res: Ptr, user_data: Ptr) {
+    let Some(server) = current() else {
+        return;
+    };
+    guard("HTTP abort", || {
+        Python::attach(|py| {
+            let removed = server
+                .requests
+                .borrow_mut()
+                .remove(user_data as usize as Key);
+            if let Some(entry) = removed {
+                if let Ok(request) = entry.request.bind(py).try_borrow() {
+                    request.link.abort();
+                }
+            }
+        });
+    });
+}
+
+/// Resets `batching` however the batch ends.
+struct Batching<'a>(&'a Server);
+
+impl Drop for Batching<'_> {
+    fn drop(&mut self) {
+        self.0.batching.set(false);
+    }
+}
+
+/// Runs the handlers of the requests completed during the libuv iteration,
+/// then writes the answers they gave (one corked write each, back to back:
+/// the interpreter stays warm across handlers, and the client side gets its
+/// answers in a burst rather than one wake-up per answer).
+pub(super) fn run_batch(py: Python<'_>, server: &Server) {
+    let Some(config) = server.http.get() else {
+        return;
+    };
+    let batch = std::mem::take(&mut *server.ready.borrow_mut());
+    if batch.is_empty() {
+        return;
+    }
+    {
+        server.batching.set(true);
+        let _reset = Batching(server);
+        for request in &batch {
+            dispatch(py, server, config, request.bind(py));
+        }
+    }
+    let replies = std::mem::take(&mut *server.replies.borrow_mut());
+    for reply in replies {
+        let request = reply.request.bind(py).borrow();
+        // Nothing ran libuv since the answer was given; check anyway.
+        if !request.link.aborted() {
+            let content_type = reply
+                .content_type
+                .as_ref()
+                .map_or(JSON, |c| c.bind(py).as_bytes());
+            let answer = Reply {
+                status: reply.status,
+                body: reply.body.bind(py).as_bytes(),
+                content_type,
+                headers: &reply.headers,
+                close: reply.close,
+            };
+            // SAFETY: res is live (not aborted) and was claimed once by `respond`.
+            unsafe { answer.send(server.api, reply.res) };
+        }
+        forget(server, &request.link);
+    }
+    drop(batch);
+}
