@@ -127,7 +127,28 @@ def today() -> str:
     return _dt.date.today().isoformat()
 
 
+BENCH_PATHS = ("benches/", "docs/BENCHMARKS.md")
+"""Uncommitted changes here do not change what is measured (the harness and its docs)."""
+
+
+def uncommitted() -> list[str]:
+    """Tracked files with uncommitted changes (``git status --porcelain``), repo-relative."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:].strip() for line in out.stdout.splitlines() if line.strip()]
+
+
 def git_rev() -> str:
+    """``git rev-parse --short HEAD``, with ``+dirty`` when files other than the benchmark
+    harness and its docs (:data:`BENCH_PATHS`) have uncommitted changes."""
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -136,16 +157,10 @@ def git_rev() -> str:
             timeout=10,
             check=False,
         )
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "?"
+    dirty = [p for p in uncommitted() if not p.startswith(BENCH_PATHS)]
+    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 # -- the load generator -----------------------------------------------------------------------
@@ -282,6 +297,61 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size (pages shared with other processes, e.g. forked workers, counted
+    once in total): /proc/<pid>/smaps_rollup."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (scans /proc/*/stat for the parent pid)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = data.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return sorted(out)
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1/0.0.0.0:``port`` (one per SO_REUSEPORT process)."""
+    n = 0
+    suffix = f":{port:04X}"
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split(None, 4)
+            if parts[3] == "0A" and parts[1].endswith(suffix):
+                n += 1
+    return n
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 RUN_START_MARKERS = {
     "fanout": re.compile(r"\d+ subscribed, \d+ failed"),
     "ws-rtt": re.compile(r"\d+ connected, \d+ failed"),
@@ -373,8 +443,12 @@ def start_gateway(
     env: dict[str, str] | None = None,
     cpus: set[int] | None = None,
     name: str = "gateway",
+    args: list[str] | None = None,
 ) -> GatewayProcess:
-    """A ``pygw serve`` process (via tests/gateway_process.py) pinned to ``cpus`` (core 0)."""
+    """A ``pygw serve`` process (via tests/gateway_process.py) pinned to ``cpus`` (core 0).
+
+    ``args`` are extra ``pygw serve`` arguments (``--workers K``: a supervisor forking K workers
+    that inherit the pinning)."""
     LOG_DIR.mkdir(exist_ok=True)
     full_env = {
         "PYGW_API_KEYS": API_KEY,
@@ -385,7 +459,7 @@ def start_gateway(
         **(env or {}),
     }
     log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
-    gw = GatewayProcess(redis_url=redis_url, env=full_env, log_path=log_path)
+    gw = GatewayProcess(redis_url=redis_url, env=full_env, args=args, log_path=log_path)
     with pinned(cpus or GATEWAY_CPUS):
         gw.start(timeout=60)
     return gw
@@ -399,8 +473,9 @@ def gateway_pid(gw: GatewayProcess) -> int:
 class RawServer:
     """The raw server (no gateway logic), pinned like a gateway; stopped by PID."""
 
-    def __init__(self, cpus: set[int] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, cpus: set[int] | None = None, port: int | None = None) -> None:
+        """``port``: share a port already used by other raw servers (SO_REUSEPORT)."""
+        self.port = port or free_port()
         self.cpus = cpus or GATEWAY_CPUS
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -564,6 +639,7 @@ def write_results(
         "date": today(),
         "git": git_rev(),
         "command": " ".join(["python -m benches", bench or name, *argv]),
+        "uncommitted": uncommitted(),
         "machine": machine_info(),
         **payload,
     }

@@ -1,12 +1,20 @@
 """Markdown tables from benches/results/*.json (for docs/BENCHMARKS.md).
 
-python -m benches._report [name ...]
+    python -m benches._report [name ...]               # print them
+    python -m benches._report --write docs/BENCHMARKS.md
+
+``--write`` replaces the text between each ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``
+marker with the table generated from ``benches/results/NAME.json`` (``k6_ramp``: every
+``k6_ramp*.json``), headed by the run's date, revision and command.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from benches import _harness as h
@@ -234,6 +242,14 @@ def fanout(d: dict[str, Any]) -> str:
     )
 
 
+def _deployment(p: dict[str, Any]) -> str:
+    procs = int(p.get("processes", {}).get("median") or 1)
+    gens = int(p.get("generators", {}).get("median") or 1)
+    if "redis_rss_after_storm_mib" in p:
+        return f"{procs} workers + Redis / {gens} loadgens"
+    return f"1 process / {gens} loadgen" + ("s" if gens > 1 else "")
+
+
 def connections(d: dict[str, Any]) -> tuple[str, str]:
     r = d["results"]
     rows = []
@@ -242,9 +258,11 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
         if not p or not q:
             continue
         rss, idle = p["rss_per_conn_bytes"]["median"], p["idle_cpu_pct"]["median"]
+        raw_procs = int(q.get("processes", {}).get("median") or 1)
         rows.append(
             [
                 f"{n:,}",
+                f"{_deployment(p)} (raw: {raw_procs} process{'es' if raw_procs > 1 else ''})",
                 f"{p['still_open']['median']:,.0f} / {q['still_open']['median']:,.0f}",
                 f"{rss:,.0f}",
                 f"{q['rss_per_conn_bytes']['median']:,.0f}",
@@ -253,12 +271,14 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
                 f"{q['idle_cpu_pct']['median']:.2f}",
                 "**met**" if idle < 2 else "**NOT MET**",
                 f"{p['storm_s']['median']:.2f} / {q['storm_s']['median']:.2f}",
-                f"{p['rss_after_storm_mib']['median']:.0f}",
+                f"{p['connect_p99_ms']['median']:,.0f} / {q['connect_p99_ms']['median']:,.0f}",
+                f"{p['rss_before_mib']['median']:,.0f} → {p['rss_after_storm_mib']['median']:,.0f}",
             ]
         )
     t1 = md(
         [
             "idle WebSockets",
+            "pygw servers / clients",
             "open pygw/raw",
             "pygw B/conn",
             "raw B/conn",
@@ -267,7 +287,8 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
             "raw idle CPU %",
             "< 2%",
             "storm s pygw/raw",
-            "pygw RSS MiB",
+            "connect p99 ms pygw/raw",
+            "pygw RSS MiB before → after storm (all workers)",
         ],
         rows,
     )
@@ -307,6 +328,65 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
         srows,
     )
     return t1, t2
+
+
+def connections_multi(d: dict[str, Any]) -> str:
+    """Per-process detail of the multi-process holds (empty if there were none)."""
+    rows = []
+    for n in d["config"]["sizes"]:
+        for kind in ("pygw", "raw"):
+            det = d.get("details", {}).get(f"hold/{kind}/{n}")
+            p = d["results"].get(f"hold/{kind}/{n}")
+            if not det or not p:
+                continue
+            per = det["per_process"]
+            conns = [x["conns_fds_delta"] for x in per]
+            v = {k: x["median"] for k, x in p.items()}
+            redis = (
+                f"+{v['redis_rss_delta_mib']:,.0f} MiB, {v['redis_idle_cpu_pct']:.2f}%"
+                if "redis_rss_delta_mib" in v
+                else "-"
+            )
+            rows.append(
+                [
+                    f"{n:,}",
+                    kind,
+                    f"{det['workers']} x ~{n / det['workers']:,.0f}",
+                    f"{min(conns):,}-{max(conns):,}",
+                    " / ".join(f"{x:,}" for x in det["generator_conns"]),
+                    f"{v['connected']:,.0f} / {v['failed']:,.0f}",
+                    f"{v['connects_per_s']:,.0f}",
+                    f"{v['connect_p50_ms']:,.0f} / {v['connect_p99_ms']:,.0f}",
+                    f"{v['rss_before_mib']:,.0f} / {v['rss_after_storm_mib']:,.0f}"
+                    f" / {v['rss_end_mib']:,.0f}",
+                    f"{v['pss_before_mib']:,.0f} / {v['pss_after_storm_mib']:,.0f}",
+                    f"{v['storm_cpu_s']:.1f}",
+                    f"{v['hold_s']:.1f}",
+                    redis,
+                    f"{v['listen_overflows']:,.0f}",
+                ]
+            )
+    if not rows:
+        return ""
+    return md(
+        [
+            "N",
+            "server",
+            "processes x expected conns",
+            "conns per process (min-max)",
+            "loadgen conns",
+            "connected / failed",
+            "connects/s",
+            "connect p50 / p99 ms",
+            "RSS MiB sum before / after storm / end",
+            "PSS MiB sum before / after storm",
+            "storm CPU s (sum)",
+            "hold s",
+            "Redis RSS, idle CPU",
+            "SYN drops",
+        ],
+        rows,
+    )
 
 
 def jwt(d: dict[str, Any]) -> str:
@@ -397,38 +477,112 @@ def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
-def main(argv: list[str]) -> int:
-    names = argv or [
-        "limits",
-        "lifecycle",
-        "lifecycle_10000",
-        "fanout",
-        "connections",
-        "jwt_verify",
-        "k6_ramp",
-    ]
-    for name in names:
-        d = load(name)
-        if d is None:
+K6_PREVIOUS = {
+    # results of the cffi transport (before the native uWS callbacks), kept for comparison
+    "k6_ramp_run1_gogc100": "old transport (00a6217) run 1: GOGC=100, ping 25 s all at once",
+    "k6_ramp_run2_gogc400": "old transport (00a6217) run 2: GOGC=400, ping 25 s all at once",
+    "k6_ramp_run3_gogc400": "old transport (00a6217) run 3: GOGC=400, ping 25 s all at once",
+    "k6_ramp_ping600": "old transport (00a6217) run 4: GOGC=400, `PYGW_PING_INTERVAL=600`",
+}
+
+
+def k6_runs() -> list[tuple[str, dict[str, Any]]]:
+    """The current k6 ramp results (``k6_ramp*.json`` not in :data:`K6_PREVIOUS`), then the
+    previous ones."""
+    current = []
+    for path in sorted(h.RESULTS.glob("k6_ramp*.json")):
+        if path.stem in K6_PREVIOUS:
             continue
-        print(f"\n### {name}  ({d.get('date')}, git {d.get('git')}, `{d.get('command')}`)\n")
-        if name == "limits":
-            print(limits(d))
-        elif name.startswith("lifecycle"):
-            print(lifecycle(d))
-        elif name == "fanout":
-            print(fanout(d))
-        elif name == "connections":
-            a, b = connections(d)
-            print(a + "\n\n" + b)
-        elif name == "jwt_verify":
-            print(jwt(d))
-        else:
-            print(
-                "```\n"
-                + json.dumps({k: v for k, v in d.items() if k != "machine"}, indent=1)[:4000]
-                + "\n```"
-            )
+        d = json.loads(path.read_text())
+        env = d.get("gateway_env") or {}
+        gogc = str(d.get("k6_gogc", "?")).split()[0]
+        ping = env.get("PYGW_PING_INTERVAL", "25")
+        extra = ", ".join(f"`{k}={v}`" for k, v in env.items() if k != "PYGW_PING_INTERVAL")
+        label = f"git {d.get('git')} ({path.stem}): GOGC={gogc}, ping {ping} s in 16 groups"
+        current.append((label + (f", {extra}" if extra else ""), d))
+    previous = [(label, d) for stem, label in K6_PREVIOUS.items() if (d := load(stem)) is not None]
+    return current + previous
+
+
+def caption(d: dict[str, Any]) -> str:
+    """The line above a generated table: date, revision and the command."""
+    files = d.get("uncommitted")
+    rev = f"git {d.get('git')}"
+    if files is not None and not str(d.get("git", "")).endswith("+dirty"):
+        rev += " (tree clean" + (", apart from benches/ and docs/" if files else "") + ")"
+    return f"_Run {d.get('date')}, {rev}, `{d.get('command')}`._"
+
+
+def section(name: str) -> str | None:
+    """The generated text of ``<!-- table:NAME -->`` in docs/BENCHMARKS.md, or None."""
+    if name == "k6_ramp":
+        runs = k6_runs()
+        return k6(runs) if runs else None
+    d = load(name)
+    if d is None:
+        return None
+    if name == "limits":
+        body = limits(d)
+    elif name.startswith("lifecycle"):
+        body = lifecycle(d)
+    elif name == "fanout":
+        body = fanout(d)
+    elif name == "jwt_verify":
+        body = jwt(d)
+    elif name == "connections":
+        holds, storms = connections(d)
+        cfg = d["config"]
+        body = (
+            f"{holds}\n\nConnect storm, {cfg['storm']:,} clients against one process"
+            f" ({cfg.get('runs', 3)} runs):\n\n{storms}"
+        )
+        multi = connections_multi(d)
+        if multi:
+            body += "\n\nMulti-process holds, per process (one run each):\n\n" + multi
+    else:
+        return None
+    return caption(d) + "\n\n" + body
+
+
+def write_doc(path: Path) -> list[str]:
+    """Replace every ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` block in ``path``
+    whose results file exists; returns the names replaced."""
+    text = path.read_text()
+    done = []
+    for match in re.finditer(r"<!-- table:([\w]+) -->", text):
+        name = match.group(1)
+        content = section(name)
+        if content is None:
+            continue
+        begin, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+        i, j = text.index(begin), text.index(end)
+        text = text[: i + len(begin)] + "\n" + content + "\n" + text[j:]
+        done.append(name)
+    path.write_text(text)
+    return done
+
+
+NAMES = ["limits", "lifecycle", "lifecycle_10000", "fanout", "connections", "jwt_verify", "k6_ramp"]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benches._report", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"default: {' '.join(NAMES)}")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="DOC",
+        help="regenerate the tables between the markers of DOC (docs/BENCHMARKS.md) instead",
+    )
+    args = parser.parse_args(argv)
+    if args.write:
+        done = write_doc(args.write)
+        print(f"{args.write}: regenerated {', '.join(done) or 'nothing'}")
+        return 0
+    for name in args.names or NAMES:
+        content = section(name)
+        if content is not None:
+            print(f"\n### {name}\n\n{content}")
     return 0
 
 

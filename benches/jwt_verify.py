@@ -17,7 +17,6 @@ PyJWT's time per op divided by the mode's, from the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -213,7 +212,6 @@ def main(argv: list[str]) -> int:
     print(format_table(results))
     if args.json:
         report = {
-            "benchmark": "jwt",
             "n": args.n,
             "repeat": args.repeat,
             "pool": min(args.pool, args.n),
@@ -222,9 +220,9 @@ def main(argv: list[str]) -> int:
             "machine": platform.machine(),
             "results": [asdict(r) for r in results],
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        from benches import _harness as h
+
+        h.write_results("jwt_verify", report, args.json, argv=argv)
     return 0
 
 
