@@ -101,6 +101,7 @@ async def test_key_layout(make_redis: RedisFactory, raw: redis.Redis) -> None:
 
     seen = now_iso()
     await node.set_connection("alice", ConnectionRecord(session.session_id, "gw-1", True, seen))
+    await node.flush()
     assert raw.hgetall("connections:alice") == {
         "session_id": session.session_id,
         "gateway_id": "gw-1",
@@ -108,6 +109,7 @@ async def test_key_layout(make_redis: RedisFactory, raw: redis.Redis) -> None:
         "last_seen": seen,
     }
     await node.set_connection("alice", ConnectionRecord("s", "gw-1", False, seen, seen))
+    await node.flush()
     assert raw.hget("connections:alice", "ws_connected") == "false"
     assert raw.hget("connections:alice", "connected_at") == seen
 
@@ -256,6 +258,46 @@ async def test_many_sessions_flush_in_one_pipeline(
     assert all(stored(raw, s.session_id)["data"]["n"] == 1 for s in sessions)
 
 
+async def test_connection_records_are_write_behind_and_batched(
+    make_redis: RedisFactory, raw: redis.Redis
+) -> None:
+    """A connect storm: 2,002 records (two per user) cost two script calls (1,000 users per
+    call), not a round-trip per connection; the writing node reads them back before the flush,
+    another node after it."""
+    node, other = await make_redis(), await make_redis()
+    await node.ping()
+    seen = now_iso()
+    raw.hset("connections:u0", mapping={"session_id": "old", "connected_at": "stale"})
+    raw.config_resetstat()
+    users = 1001
+    for i in range(users):
+        await node.set_connection(f"u{i}", ConnectionRecord("s-first", "gw-1", True, seen))
+        await node.set_connection(f"u{i}", ConnectionRecord(f"s{i}", "gw-1", False, seen))
+    assert command_calls(raw) == 0
+    assert await node.get_connection("u7") == ConnectionRecord("s7", "gw-1", False, seen)
+    assert (await other.get_connection("u0")).session_id == "old"  # type: ignore[union-attr]
+    await node.flush()
+    stats: dict[str, dict[str, int]] = raw.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2
+    assert stats["cmdstat_hset"]["calls"] == users  # the later record of each user, once
+    assert raw.hgetall("connections:u0") == {  # replaced whole: no stale connected_at
+        "session_id": "s0",
+        "gateway_id": "gw-1",
+        "ws_connected": "false",
+        "last_seen": seen,
+    }
+    assert await other.get_connection("u1000") == ConnectionRecord("s1000", "gw-1", False, seen)
+    await node.set_connection("u1", ConnectionRecord("s-new", "gw-1", True, seen))
+    await node.delete_connection("u1")  # drops the pending record and the stored one
+    await node.flush()
+    assert await node.get_connection("u1") is None
+    assert not raw.exists("connections:u1")
+    raw.script_flush()  # Redis forgot the script (restart, SCRIPT FLUSH): loaded again
+    await node.set_connection("u2", ConnectionRecord("s-again", "gw-1", True, seen, seen))
+    await node.flush()
+    assert raw.hget("connections:u2", "connected_at") == seen
+
+
 async def test_two_nodes_updating_different_keys_lose_nothing(
     make_redis: RedisFactory, raw: redis.Redis
 ) -> None:
@@ -334,9 +376,11 @@ async def test_close_flushes_pending_writes(clean_redis: RedisServer, raw: redis
     session = new_session("alice")
     await node.create_session(session)
     await node.update_session(session.session_id, data={"api_key": "at-close"})
+    await node.set_connection("alice", ConnectionRecord(session.session_id, "gw", False, now_iso()))
     await node.close()
     await node.close()  # idempotent
     assert stored(raw, session.session_id)["data"]["api_key"] == "at-close"
+    assert raw.hget("connections:alice", "session_id") == session.session_id
 
 
 async def test_script_cache_loss_is_survived(make_redis: RedisFactory, raw: redis.Redis) -> None:
@@ -402,6 +446,9 @@ async def test_outage_keeps_pending_writes_and_recovers(
         caplog.set_level(logging.WARNING, logger="pygw.store.redis")
         merged = await node.update_session(sid, data={"b": 2})  # pending entry: no I/O needed
         assert merged is not None and (merged.data["a"], merged.data["b"]) == (1, 2)
+        record = ConnectionRecord(sid, "gw-1", True, now_iso(), now_iso())
+        await node.set_connection("alice", record)  # write-behind: accepted during the outage
+        assert await node.get_connection("alice") == record
         for call in (node.flush(), node.flush(), node.get_session(sid), node.get_user("alice")):
             with pytest.raises(BackendUnavailable):
                 await call
@@ -415,6 +462,8 @@ async def test_outage_keeps_pending_writes_and_recovers(
         got = await node.get_session(sid)
         assert got is not None and (got.data["a"], got.data["b"]) == (1, 2)
         assert await node.get_user("alice") is not None
+        with redis.Redis.from_url(redis_server.url, decode_responses=True) as raw:
+            assert raw.hget("connections:alice", "connected_at") == record.connected_at
         await node.ping()
     finally:
         await node.close()

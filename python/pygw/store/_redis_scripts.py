@@ -333,8 +333,25 @@ return 0
 """,
 )
 
+SET_CONNECTIONS = LuaScript(
+    "set_connections",
+    r"""
+-- KEYS: connections:{u}, ...;  ARGV per key: n, then n field/value pairs.
+-- Each hash is replaced whole (no field of an older record survives).
+local a = 1
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  redis.call('DEL', KEYS[i])
+  redis.call('HSET', KEYS[i], unpack(ARGV, a + 1, a + 2 * n))
+  a = a + 1 + 2 * n
+end
+return #KEYS
+""",
+)
+
 ALL_SCRIPTS = (
     MERGE_SESSION,
+    SET_CONNECTIONS,
     GET_SESSION,
     DELETE_SESSION,
     CLEANUP_SESSIONS,

@@ -70,6 +70,8 @@ log = logging.getLogger("pygw.store.redis")
 USERS = "users:"
 SESSIONS = "sessions:"
 CONNECTIONS = "connections:"
+_CONNECTIONS_PER_SCRIPT = 1000
+"""Connection records replaced by one script call (bounds the time Redis is busy with it)."""
 USER_INDEX = "pygw:users"
 USER_INDEX_READY = "pygw:users:indexed"
 USER_SESSIONS = "pygw:user_sessions:"
@@ -117,6 +119,10 @@ class RedisStorage(Storage):
             client_name=client_name,
         )
         self._pending: dict[str, PendingSession] = {}
+        self._pending_conns: dict[str, ConnectionRecord] = {}
+        """Connection records not yet written (the latest per user)."""
+        self._inflight_conns: dict[str, ConnectionRecord] = {}
+        """Connection records a flush is writing right now."""
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._outage = False
@@ -127,6 +133,9 @@ class RedisStorage(Storage):
     def pending_writes(self) -> int:
         """How many sessions have changes not yet written to Redis."""
         return len(self._pending)
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending or self._pending_conns)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,15 +164,19 @@ class RedisStorage(Storage):
                 await self._task
             self._task = None
         deadline = time.monotonic() + self._close_flush_timeout
-        while self._pending:
+        while self._has_pending():
             try:
                 await self._flush_pending()
             except BackendUnavailable:
                 if time.monotonic() < deadline:
                     await asyncio.sleep(min(0.1, self._interval))
                     continue
-            if self._pending and time.monotonic() >= deadline:
-                log.error("closing: %d pending session update(s) lost", len(self._pending))
+            if self._has_pending() and time.monotonic() >= deadline:
+                log.error(
+                    "closing: %d pending session update(s) and %d connection record(s) lost",
+                    len(self._pending),
+                    len(self._pending_conns),
+                )
                 break
         await self._redis.aclose()
 
@@ -177,7 +190,7 @@ class RedisStorage(Storage):
         while True:
             await asyncio.sleep(self._interval)
             try:
-                if self._pending:
+                if self._has_pending():
                     with contextlib.suppress(BackendUnavailable):  # logged once per outage
                         await self._flush_pending()
                 elif self._outage:  # nothing to flush: notice the end of the outage anyway
@@ -250,6 +263,7 @@ class RedisStorage(Storage):
     async def delete_user(self, username: str) -> bool:
         for sid in [s for s, p in self._pending.items() if p.view.user_id == username]:
             del self._pending[sid]
+        self._pending_conns.pop(username, None)
         keys = [
             USERS + username,
             USER_SESSIONS + username,
@@ -260,10 +274,12 @@ class RedisStorage(Storage):
             CURRENT_FAMILY + username,
             USER_INDEX,
         ]
-        with unavailable_on_error("delete_user"):
-            existed, sids = await lua.DELETE_USER.run(
-                self._redis, keys, [username, SESSIONS, FAMILY]
-            )
+        # Under the flush lock: an in-flight write of this user's connection record lands first.
+        async with self._flush_lock:
+            with unavailable_on_error("delete_user"):
+                existed, sids = await lua.DELETE_USER.run(
+                    self._redis, keys, [username, SESSIONS, FAMILY]
+                )
         for sid in sids:
             self._pending.pop(sid, None)
         return bool(existed)
@@ -424,48 +440,90 @@ class RedisStorage(Storage):
         await self._flush_pending()
 
     async def _flush_pending(self) -> None:
-        """Send every pending delta in one pipeline; keep them all if Redis is unreachable."""
+        """Send every pending session delta in one pipeline and every pending connection record
+        in one transaction; keep them all if Redis is unreachable."""
         async with self._flush_lock:
-            batch: list[tuple[str, PendingSession, SessionDelta]] = []
-            for sid, entry in list(self._pending.items()):
-                if entry.delta.is_empty():
-                    del self._pending[sid]
-                else:
-                    batch.append((sid, entry, entry.begin_flush()))
-            if not batch:
-                return
-            started = time.perf_counter()
-            try:
-                results = await self._merge(batch)
-            except BaseException as exc:
-                for _, entry, _ in batch:
-                    entry.flush_failed()
-                if isinstance(exc, UNREACHABLE):
-                    if not self._outage:
-                        self._outage = True
-                        log.warning(
-                            "Redis unreachable, keeping %d pending session update(s) and "
-                            "retrying every %.0f ms: %s",
-                            len(batch),
-                            self._interval * 1000,
-                            exc,
-                        )
-                    raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
-                raise
-            self._end_outage()
-            if self.on_flush is not None:
-                self.on_flush(len(batch), time.perf_counter() - started)
-            for (sid, entry, _), result in zip(batch, results, strict=True):
-                entry.flush_done()
-                if self._pending.get(sid) is not entry:
-                    continue  # deleted (or re-created) meanwhile
-                if result == 1 and not entry.delta.is_empty():
-                    continue  # changed during the flush: next tick
-                if isinstance(result, Exception):
-                    log.warning("dropping pending update of session %s: %s", sid, result)
-                elif result == -1:
-                    log.warning("session %s is not a JSON object; update dropped", sid)
+            await self._flush_sessions()
+            await self._flush_connections()
+
+    async def _flush_sessions(self) -> None:
+        """Under ``self._flush_lock``."""
+        batch: list[tuple[str, PendingSession, SessionDelta]] = []
+        for sid, entry in list(self._pending.items()):
+            if entry.delta.is_empty():
                 del self._pending[sid]
+            else:
+                batch.append((sid, entry, entry.begin_flush()))
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            results = await self._merge(batch)
+        except BaseException as exc:
+            for _, entry, _ in batch:
+                entry.flush_failed()
+            if isinstance(exc, UNREACHABLE):
+                self._note_outage(len(batch), "session update(s)", exc)
+                raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
+            raise
+        self._end_outage()
+        if self.on_flush is not None:
+            self.on_flush(len(batch), time.perf_counter() - started)
+        for (sid, entry, _), result in zip(batch, results, strict=True):
+            entry.flush_done()
+            if self._pending.get(sid) is not entry:
+                continue  # deleted (or re-created) meanwhile
+            if result == 1 and not entry.delta.is_empty():
+                continue  # changed during the flush: next tick
+            if isinstance(result, Exception):
+                log.warning("dropping pending update of session %s: %s", sid, result)
+            elif result == -1:
+                log.warning("session %s is not a JSON object; update dropped", sid)
+            del self._pending[sid]
+
+    async def _flush_connections(self) -> None:
+        if not self._pending_conns:
+            return
+        batch, self._pending_conns = self._pending_conns, {}
+        self._inflight_conns = batch
+        calls: list[tuple[list[str], list[Any]]] = []
+        users = list(batch.items())
+        for i in range(0, len(users), _CONNECTIONS_PER_SCRIPT):
+            keys: list[str] = []
+            args: list[Any] = []
+            for username, record in users[i : i + _CONNECTIONS_PER_SCRIPT]:
+                fields = connection_to_hash(record)
+                keys.append(CONNECTIONS + username)
+                args.append(len(fields))
+                for kv in fields.items():
+                    args += kv
+            calls.append((keys, args))
+        try:
+            results = await self._run_scripts(lua.SET_CONNECTIONS, calls)
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+        except BaseException as exc:
+            for username, record in batch.items():  # a newer record that arrived meanwhile wins
+                self._pending_conns.setdefault(username, record)
+            if isinstance(exc, UNREACHABLE):
+                self._note_outage(len(batch), "connection record(s)", exc)
+                raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
+            raise
+        finally:
+            self._inflight_conns = {}
+        self._end_outage()
+
+    def _note_outage(self, count: int, what: str, exc: BaseException) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "Redis unreachable, keeping %d pending %s and retrying every %.0f ms: %s",
+                count,
+                what,
+                self._interval * 1000,
+                exc,
+            )
 
     def _end_outage(self) -> None:
         if self._outage:
@@ -481,11 +539,18 @@ class RedisStorage(Storage):
             )
             for sid, _, delta in batch
         ]
-        results = await self._evalsha_pipeline(lua.MERGE_SESSION, calls)
+        return await self._run_scripts(lua.MERGE_SESSION, calls)
+
+    async def _run_scripts(
+        self, script: lua.LuaScript, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """One pipeline of EVALSHA calls; a script Redis forgot (restart, SCRIPT FLUSH) is
+        loaded and its calls rerun. Per-call errors are returned, not raised."""
+        results = await self._evalsha_pipeline(script, calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis restarted or SCRIPT FLUSH: load once, rerun those
-            await self._redis.script_load(lua.MERGE_SESSION.source)
-            again = await self._evalsha_pipeline(lua.MERGE_SESSION, [calls[i] for i in missing])
+        if missing:
+            await self._redis.script_load(script.source)
+            again = await self._evalsha_pipeline(script, [calls[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
@@ -500,21 +565,24 @@ class RedisStorage(Storage):
 
     # -- connection records ---------------------------------------------------------------------
     async def set_connection(self, username: str, record: ConnectionRecord) -> None:
-        with unavailable_on_error("set_connection"):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(CONNECTIONS + username)
-            fields = connection_to_hash(record)
-            pipe.hset(CONNECTIONS + username, items=[x for kv in fields.items() for x in kv])
-            await pipe.execute()
+        """Write-behind, like session updates: the latest record per user is written with the
+        next flush (one MULTI/EXEC for all of them); this node reads it back at once. A connect
+        storm costs one round-trip per batch interval instead of one per connection."""
+        self._pending_conns[username] = record
 
     async def get_connection(self, username: str) -> ConnectionRecord | None:
+        pending = self._pending_conns.get(username) or self._inflight_conns.get(username)
+        if pending is not None:
+            return pending
         with unavailable_on_error("get_connection"):
             fields: dict[str, str] = await self._redis.hgetall(CONNECTIONS + username)  # type: ignore[assignment]
         return connection_from_hash(fields) if fields else None
 
     async def delete_connection(self, username: str) -> None:
-        with unavailable_on_error("delete_connection"):
-            await self._redis.delete(CONNECTIONS + username)
+        self._pending_conns.pop(username, None)
+        async with self._flush_lock:  # after an in-flight write of the same record
+            with unavailable_on_error("delete_connection"):
+                await self._redis.delete(CONNECTIONS + username)
 
     # -- token state ----------------------------------------------------------------------------
     async def revoke_token(self, jti: str, exp: int) -> None:
