@@ -413,9 +413,8 @@ class UWSServer:
         except Exception:
             log.exception("WebSocket upgrade handler failed")
             sock = None
-        # Not inside a cork: uWS corks the upgrade itself and swaps the socket for a WebSocket,
-        # which a cork around it would outlive. Writes made by the open handler leave on the
-        # next libuv iteration.
+        # accept() upgrades inside a cork of the response (native): the 101 response and what
+        # the open handler writes leave together, in one send().
         _complete_upgrade(request, sock)
         self.bridge.kick()
 
