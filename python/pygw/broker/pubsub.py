@@ -56,6 +56,8 @@ class PubSubLink:
         self.wanted: set[bytes] = set()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: list[bytes] = []
+        """Commands queued in this event-loop iteration (see :meth:`_send`)."""
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
@@ -99,8 +101,7 @@ class PubSubLink:
 
     def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
-        if self._writer is not None and self.connected:
-            self._writer.write(_command(b"UNSUBSCRIBE", channel))
+        self._send(_command(b"UNSUBSCRIBE", channel))
 
     # -- internals ---------------------------------------------------------------------------------
     async def _wait_confirmed(self, channels: set[bytes]) -> None:
@@ -110,9 +111,23 @@ class PubSubLink:
             fut: asyncio.Future[None] = loop.create_future()
             self._confirm.setdefault(ch, []).append(fut)
             futures.append(fut)
-            if self._writer is not None and self.connected:
-                self._writer.write(_command(b"SUBSCRIBE", ch))
+            self._send(_command(b"SUBSCRIBE", ch))
         await asyncio.gather(*futures)
+
+    def _send(self, command: bytes) -> None:
+        """Queue a command; those queued in one event-loop iteration leave in one write (a
+        connect storm subscribes thousands of user channels, one syscall each otherwise).
+        Dropped while disconnected: the reconnection subscribes everything wanted."""
+        if self._writer is None or not self.connected:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self._outbox.append(command)
+
+    def _flush_outbox(self) -> None:
+        out, self._outbox = self._outbox, []
+        if out and self._writer is not None and self.connected:
+            self._writer.write(b"".join(out))
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         ctx = ssl.create_default_context() if self.ssl else None
