@@ -1,6 +1,6 @@
 """Idle WebSockets: memory per connection, idle CPU, and the connect storm.
 
-    python -m benches connections [--sizes 10000,19500,50000,100000] [--hold S] [--raw-hold S]
+    python -m benches connections [--sizes 10000,19000,50000,100000] [--hold S] [--raw-hold S]
                                   [--storm N] [--runs R] [--multi-above N] [--json PATH]
 
 For each size, fresh servers (core 0) take a connect storm of N JWT-authenticated WebSockets
@@ -12,8 +12,9 @@ logic, no pings) gets the same treatment in the same run (``--raw-hold``, defaul
 One process cannot hold more sockets than its RLIMIT_NOFILE allows, on either side, and this
 sandbox caps it at 20,000 (a hard limit, even for root). So:
 
-- sizes up to ``--multi-above`` (default: the limit minus 500) run as **one process**: ``pygw
-  serve`` (memory backend) and one ``pygw-loadgen hold`` (source addresses 127.0.0.1-16), which
+- sizes up to ``--multi-above`` (default: the limit minus 1,000; pygw itself refuses upgrades
+  past the limit minus 512, ``FD_RESERVE``) run as **one process**: ``pygw serve`` (memory
+  backend) and one ``pygw-loadgen hold`` (source addresses 127.0.0.1-16), which
   samples the server's VmRSS and CPU before, after the storm and at the end;
 - larger sizes run as a **multi-process deployment**: a redis-server plus ``pygw serve --workers
   K --redis-url ...`` (a supervisor forking K workers that share the port with SO_REUSEPORT; K =
@@ -337,7 +338,7 @@ def main(argv: list[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sizes", default="10000,19500,50000,100000")
+    parser.add_argument("--sizes", default="10000,19000,50000,100000")
     parser.add_argument("--hold", type=float, default=25.0)
     parser.add_argument("--raw-hold", type=float, default=10.0)
     parser.add_argument("--storm", type=int, default=20_000)
@@ -346,7 +347,7 @@ def main(argv: list[str]) -> int:
         "--multi-above",
         type=int,
         default=0,
-        help="sizes above this run multi-process (default: RLIMIT_NOFILE - 500)",
+        help="sizes above this run multi-process (default: RLIMIT_NOFILE - 1000)",
     )
     parser.add_argument(
         "--per-worker", type=int, default=PER_WORKER, help="multi-process: conns per server"
@@ -371,7 +372,7 @@ def main(argv: list[str]) -> int:
     # One process cannot hold more sockets than its RLIMIT_NOFILE allows (past it, accept()
     # fails with EMFILE and uWS retries in a busy loop): larger sizes run multi-process, and the
     # one-process storm is capped just under it.
-    usable = limit - 500
+    usable = limit - 1000  # under pygw's own cap (open-file limit - FD_RESERVE)
     multi_above = args.multi_above or usable
     if args.storm > usable:
         skipped.append(f"storm {args.storm}: capped to {usable} (RLIMIT_NOFILE {limit})")

@@ -56,6 +56,10 @@ def namespaces_from_env(env: Mapping[str, str] | None = None) -> list[dict[str, 
     return parsed
 
 
+FD_RESERVE = 512
+"""Descriptors kept free of WebSockets: listeners, Redis pools, the proxy pool, HTTP clients."""
+
+
 @dataclass(slots=True)
 class Settings:
     # --- original gateway's settings (SPEC §1) ---
@@ -91,6 +95,9 @@ class Settings:
     ws_max_backpressure: int = 256 * 1024
     """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
+    ws_max_connections: int = 0
+    """WebSockets this process accepts; more upgrades get 503. 0 = the open-file limit minus
+    :data:`FD_RESERVE` (so accept() never fails with EMFILE, which makes uWS spin)."""
     breaker_failures: int = 5
     """Consecutive connect errors/timeouts of a dynamic route that open its circuit."""
     breaker_reset_seconds: float = 30.0
@@ -179,6 +186,7 @@ class Settings:
         num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
         num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
+        num("PYGW_WS_MAX_CONNECTIONS", int, "ws_max_connections")
         num("PYGW_BREAKER_FAILURES", int, "breaker_failures")
         num("PYGW_BREAKER_RESET_SECONDS", float, "breaker_reset_seconds")
         num("PYGW_PROXY_MAX_CONNECTIONS", int, "proxy_max_connections")
@@ -249,6 +257,8 @@ class Settings:
             raise ConfigError(
                 "PYGW_PROXY_MAX_CONNECTIONS and PYGW_PROXY_MAX_RESPONSE_BYTES must be >= 1"
             )
+        if self.ws_max_connections < 0:
+            raise ConfigError("PYGW_WS_MAX_CONNECTIONS must be >= 0 (0 = from the open-file limit)")
         if self.batch_write_interval_ms < 1:
             raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
         if self.algorithm.startswith("HS"):

@@ -33,7 +33,7 @@ from pygw.auth.passwords import PasswordHasher
 from pygw.auth.service import AuthService
 from pygw.auth.tokens import TokenService
 from pygw.broker.base import Broker, Publication
-from pygw.config import Settings
+from pygw.config import FD_RESERVE, Settings
 from pygw.errors import BackendUnavailable
 from pygw.http.app import HTTPApplication
 from pygw.http.cors import CORS, OriginMatcher
@@ -283,7 +283,8 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         s = self.settings
-        raise_open_file_limit()
+        fd_limit = raise_open_file_limit()
+        self.hub.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
         await self.storage.start()
         await self.broker.start(self)
         revoked = await self.auth.load_revocations()

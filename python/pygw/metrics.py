@@ -77,6 +77,8 @@ class Metrics:
         self.publications = 0
         self.ws_errors = 0
         self.auth_failures = 0
+        self.connections_refused = 0
+        """Upgrades refused because this process holds its maximum of WebSockets."""
         self.auth: Counter[str] = Counter()
         """login_success, login_failure, refresh_success, refresh_failure, token_invalid, ..."""
         self.rate_limited: Counter[str] = Counter()
@@ -110,6 +112,11 @@ class GatewayCollector(Collector):
         yield counter("publications", "Publications delivered to this node", m.publications)
         yield counter("deliveries", "Local deliveries (publication x subscriber)", m.deliveries)
         yield counter("ws_auth_failures", "WebSocket upgrades with a bad token", m.auth_failures)
+        yield counter(
+            "ws_connections_refused",
+            "WebSocket upgrades refused at PYGW_WS_MAX_CONNECTIONS",
+            m.connections_refused,
+        )
         yield _labelled("auth", "Authentication outcomes", ("outcome",), m.auth)
         yield _labelled("rate_limited", "Refused by rate limits", ("class",), m.rate_limited)
         yield _labelled("http_responses", "HTTP responses by class", ("status",), m.http_requests)

@@ -11,6 +11,7 @@ import httpx
 import jwt as pyjwt
 import orjson
 import pytest
+from websockets.exceptions import InvalidStatus
 from wsclient import WS
 
 from conftest import ADMIN, Account, backend_gateway, login, new_account, register
@@ -376,6 +377,37 @@ async def test_pong_timeout(tmp_path: Path) -> None:
         assert not task.done()  # the one answering pings is still connected
         task.cancel()
         await lively.close()
+
+
+async def test_upgrades_past_the_connection_limit_get_503(tmp_path: Path) -> None:
+    """At PYGW_WS_MAX_CONNECTIONS the upgrade is refused with 503 (the socket is closed, so the
+    process never runs out of descriptors); a slot freed by a close is usable again."""
+    with (
+        GatewayProcess(env={"PYGW_WS_MAX_CONNECTIONS": "2"}, log_path=tmp_path / "gw.log") as proc,
+        httpx.Client(base_url=proc.url) as http,
+    ):
+        a = new_account(http)
+        first = await WS.open(proc.ws_url, a.token)
+        second = await WS.open(proc.ws_url, a.token)
+        with pytest.raises(InvalidStatus) as refused:
+            await WS.open(proc.ws_url, a.token)
+        response = refused.value.response
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        body = orjson.loads(response.body)
+        assert body["error"] == "Service Unavailable"
+        assert body["detail"] == "Connection limit reached"
+        assert (await second.request({"type": "ping"}))["type"] == "pong"  # others unaffected
+        await first.close()
+        for _ in range(50):  # the close reaches the gateway asynchronously
+            if http.get("/ws/health").json()["active_connections"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        third = await WS.open(proc.ws_url, a.token)
+        metrics = http.get("/metrics").text
+        assert "pygw_ws_connections_refused_total 1.0" in metrics
+        await third.close()
+        await second.close()
 
 
 async def test_stalled_reader_is_cut_off_while_a_healthy_one_gets_everything(

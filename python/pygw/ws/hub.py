@@ -20,6 +20,7 @@ import orjson
 
 from pygw._native import ChannelPolicy, ClientFrame, FrameError, TokenError, decode_frame
 from pygw.errors import BackendUnavailable
+from pygw.http.errors import HTTPError, error_response
 from pygw.store.base import ConnectionRecord
 from pygw.timeutil import iso_from_unix, now_iso
 from pygw.transport import eager, uws
@@ -96,6 +97,8 @@ class Hub:
             orjson.dumps(settings.namespaces), settings.allow_unknown_namespaces
         )
         self.max_errors = settings.ws_max_errors
+        self.max_connections = settings.ws_max_connections or 1 << 30
+        """Set from the open-file limit when the gateway starts (see Settings)."""
         self.max_message_bytes = settings.ws_max_message_bytes
         self.configured_roles = {t: frozenset(roles) for t, roles in settings.message_roles.items()}
         self.conns: dict[int, Connection] = {}
@@ -216,6 +219,18 @@ class Hub:
     # -- upgrade and open ----------------------------------------------------------------------
     async def upgrade(self, request: UpgradeRequest) -> Connection | Response | None:
         gw = self.gw
+        if len(self.conns) >= self.max_connections:
+            gw.metrics.connections_refused += 1
+            response = error_response(
+                HTTPError(
+                    503,
+                    detail="Connection limit reached",
+                    headers=[("Retry-After", "1")],
+                ),
+                request.path,
+            )
+            response.close = True
+            return response
         remote = gw.client_ip(request.headers, request.client_ip)
         too_many = await gw.limits.ws_connect(remote, request.path)
         if too_many is not None:
