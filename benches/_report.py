@@ -269,7 +269,12 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
                 "**met**" if rss <= 4096 else "**NOT MET**",
                 f"{idle:.2f}",
                 f"{q['idle_cpu_pct']['median']:.2f}",
-                "**met**" if idle < 2 else "**NOT MET**",
+                f"{idle * 10_000 / n:.2f}",
+                # The target is stated for 10k idle connections (issue 3); idle CPU grows with
+                # the connection count (keep-alive pings), so larger sizes are compared per 10k.
+                ("**met**" if idle < 2 else "**NOT MET**")
+                if n == 10_000
+                else ("met per 10k" if idle * 10_000 / n < 2 else "NOT MET per 10k"),
                 f"{p['storm_s']['median']:.2f} / {q['storm_s']['median']:.2f}",
                 f"{p['connect_p99_ms']['median']:,.0f} / {q['connect_p99_ms']['median']:,.0f}",
                 f"{p['rss_before_mib']['median']:,.0f} → {p['rss_after_storm_mib']['median']:,.0f}",
@@ -285,7 +290,8 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
             "<= 4 KiB",
             "pygw idle CPU %",
             "raw idle CPU %",
-            "< 2%",
+            "pygw idle CPU % per 10k conns",
+            "< 2% at 10k",
             "storm s pygw/raw",
             "connect p99 ms pygw/raw",
             "pygw RSS MiB before → after storm (all workers)",
