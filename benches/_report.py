@@ -502,9 +502,11 @@ def k6_runs() -> list[tuple[str, dict[str, Any]]]:
         d = json.loads(path.read_text())
         env = d.get("gateway_env") or {}
         gogc = str(d.get("k6_gogc", "?")).split()[0]
+        memlimit = str(d.get("k6_gomemlimit", "none")).split()[0]
+        gc = f"GOGC={gogc}" + (f" GOMEMLIMIT={memlimit}" if memlimit != "none" else "")
         ping = env.get("PYGW_PING_INTERVAL", "25")
         extra = ", ".join(f"`{k}={v}`" for k, v in env.items() if k != "PYGW_PING_INTERVAL")
-        label = f"git {d.get('git')} ({path.stem}): GOGC={gogc}, ping {ping} s in 16 groups"
+        label = f"git {d.get('git')} ({path.stem}): {gc}, ping {ping} s in 16 groups"
         current.append((label + (f", {extra}" if extra else ""), d))
     previous = [(label, d) for stem, label in K6_PREVIOUS.items() if (d := load(stem)) is not None]
     return current + previous
