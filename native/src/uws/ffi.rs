@@ -159,6 +159,7 @@ symbols!(Uws {
         c_int, Ptr, Ptr, *const c_char, usize, *const c_char, usize, *const c_char, usize, Ptr
     );
     uws_res_get_remote_address_as_text: fn(c_int, Ptr, Out) -> usize;
+    uws_res_get_native_handle: fn(c_int, Ptr) -> Ptr;
     uws_req_get_method: fn(Ptr, Out) -> usize;
     uws_req_is_ancient: fn(Ptr) -> bool;
     uws_req_get_full_url: fn(Ptr, Out) -> usize;

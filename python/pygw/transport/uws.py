@@ -413,8 +413,8 @@ class UWSServer:
         except Exception:
             log.exception("WebSocket upgrade handler failed")
             sock = None
-        # accept() upgrades inside a cork of the response (native): the 101 response and what
-        # the open handler writes leave together, in one send().
+        # Outside a uWS callback nothing is corked in user space: accept() sets TCP_CORK around
+        # the upgrade (native), so the 101 response and the welcome frame leave as one segment.
         _complete_upgrade(request, sock)
         self.bridge.kick()
 

@@ -5,7 +5,6 @@
 //! the close callback. While the socket is open the object's `ws` attribute
 //! holds the `uws_websocket_t *` as an int, which the `ws_*` functions take.
 
-use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int};
 
 use pyo3::exceptions::PyValueError;
@@ -80,55 +79,52 @@ impl UpgradeRequest {
     }
 }
 
-thread_local! {
-    /// True while `accept` runs an upgrade inside a cork.
-    static UPGRADE_CORK: Cell<bool> = const { Cell::new(false) };
-    /// `ws_end` calls made during that cork (an `open` handler refusing the
-    /// socket). uWS postpones the FIN of a close made while corked to the
-    /// end of the cork, but only the WebSocket's own callbacks send it then;
-    /// the response cork would leave the close frame without its FIN, and
-    /// the client waiting for the TCP close. So they run right after it.
-    static DEFERRED_ENDS: RefCell<Vec<(Ptr, c_int, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+/// `TCP_CORK` on a socket while uWS upgrades it from asyncio.
+///
+/// Inside a uWS callback the socket is corked in user space and the 101
+/// response and the welcome frame leave in one `send()`. An upgrade completed
+/// from asyncio (after an await, e.g. the Redis SUBSCRIBE of the user
+/// channel) is not, and uWS writes the response with one `send()` per header
+/// line: each pays the loopback transmit and the receiver's wake-up (57% of a
+/// Redis-backed connect's CPU, measured). Under `TCP_CORK` those sends only
+/// append to the socket buffer and one segment leaves when the cork is
+/// removed. uWS's own cork (`uws_res_cork`) cannot be used around an
+/// upgrade: when the reallocated WebSocket keeps the response's address,
+/// `HttpResponse::cork` goes on to read WebSocket memory as the HTTP state
+/// and may close the new socket (seen: 44 of 50,000 upgrades cut off).
+struct KernelCork {
+    fd: c_int,
 }
 
-/// The arguments of `uws_res_upgrade`, passed through `uws_res_cork`.
-struct Upgrade<'a> {
-    api: &'static Api,
-    user_data: Ptr,
-    key: &'a [u8],
-    protocol: &'a [u8],
-    extensions: &'a [u8],
-    context: Ptr,
+impl KernelCork {
+    /// # Safety
+    /// `res` is a live, unanswered `uws_res_t *`.
+    unsafe fn new(api: &Api, res: Ptr) -> Option<Self> {
+        let fd = (api.uws.uws_res_get_native_handle)(SSL, res) as usize as c_int;
+        set_tcp_cork(fd, true).then_some(Self { fd })
+    }
 }
 
-/// Upgrades inside a cork of the HTTP response. From asyncio (an upgrade
-/// completed after an await) nothing is corked, and uWS would write the 101
-/// response with one `send()` per header line and the welcome frame with
-/// another: most of a connect's CPU in a storm. uWS's `HttpResponse::cork`
-/// supports an upgrade inside it: the upgrade moves the cork to the new
-/// WebSocket and the cork ends on that socket, so the response and the
-/// frames written by `open` leave in one `send()`. Inside a uWS callback the
-/// socket is already corked and this is the plain upgrade.
-extern "C" fn upgrade_corked(res: Ptr, user_data: Ptr) {
-    guard("WebSocket upgrade", || {
-        // SAFETY: user_data is the `Upgrade` of `accept`, alive during the
-        // cork; res is the live, unanswered response it was called for.
-        unsafe {
-            let job = &*user_data.cast::<Upgrade<'_>>();
-            (job.api.uws.uws_res_upgrade)(
-                SSL,
-                res,
-                job.user_data,
-                job.key.as_ptr().cast(),
-                job.key.len(),
-                job.protocol.as_ptr().cast(),
-                job.protocol.len(),
-                job.extensions.as_ptr().cast(),
-                job.extensions.len(),
-                job.context,
-            );
-        }
-    });
+impl Drop for KernelCork {
+    fn drop(&mut self) {
+        // Also flushes. If `open` closed the socket the call fails harmlessly:
+        // nothing ran in between that could have reused the descriptor.
+        set_tcp_cork(self.fd, false);
+    }
+}
+
+fn set_tcp_cork(fd: c_int, on: bool) -> bool {
+    let value = c_int::from(on);
+    // SAFETY: a plain setsockopt on an int option; failure is reported.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 #[pymethods]
@@ -188,34 +184,29 @@ impl UpgradeRequest {
         forget(server, &self.link);
         // uWS's user data owns this reference until the close callback.
         let user_data = socket.unbind().into_ptr();
-        let job = Upgrade {
-            api: server.api,
-            user_data: user_data.cast(),
-            key,
-            protocol,
-            extensions,
-            context: self.context as Ptr,
+        let cork = if in_uv() {
+            None // corked by uWS already
+        } else {
+            // SAFETY: res is live and unanswered (claimed above).
+            unsafe { KernelCork::new(server.api, res) }
         };
-        UPGRADE_CORK.set(true);
-        // SAFETY: res is live and unanswered; `job` and its buffers outlive
-        // the cork, which runs `upgrade_corked` (and uWS runs `open`)
-        // synchronously.
+        // SAFETY: res is live and unanswered; the buffers outlive the call.
+        // uWS runs `open` synchronously.
         unsafe {
-            (server.api.uws.uws_res_cork)(
+            (server.api.uws.uws_res_upgrade)(
                 SSL,
                 res,
-                upgrade_corked,
-                std::ptr::from_ref(&job).cast_mut().cast(),
+                user_data.cast(),
+                key.as_ptr().cast(),
+                key.len(),
+                protocol.as_ptr().cast(),
+                protocol.len(),
+                extensions.as_ptr().cast(),
+                extensions.len(),
+                self.context as Ptr,
             );
         }
-        UPGRADE_CORK.set(false);
-        for (ws, code, reason) in DEFERRED_ENDS.take() {
-            // SAFETY: ws was open when `open` ended it, and no libuv
-            // iteration (which could close it) has run since.
-            unsafe {
-                (server.api.uws.uws_ws_end)(SSL, ws, code, reason.as_ptr().cast(), reason.len());
-            }
-        }
+        drop(cork);
         Ok(true)
     }
 
@@ -547,18 +538,12 @@ fn ws_send(ws: usize, data: &[u8], opcode: c_int) -> PyResult<c_int> {
     Ok(job.status)
 }
 
-/// Closes with a close frame; the close callback runs before this returns,
-/// except in an `open` handler run by `UpgradeRequest.accept` from asyncio:
-/// then it runs when the upgrade is complete, before `accept` returns.
+/// Closes with a close frame; the close callback runs before this returns.
 #[pyfunction]
 #[pyo3(signature = (ws, code, reason = b"".as_slice()))]
 fn ws_end(ws: usize, code: c_int, reason: &[u8]) -> PyResult<()> {
     let api = api()?;
     let ws = socket_ptr(ws)?;
-    if UPGRADE_CORK.get() {
-        DEFERRED_ENDS.with_borrow_mut(|ends| ends.push((ws, code, reason.to_vec())));
-        return Ok(());
-    }
     // SAFETY: ws is an open WebSocket (the caller's contract).
     unsafe { (api.uws.uws_ws_end)(SSL, ws, code, reason.as_ptr().cast(), reason.len()) };
     Ok(())
