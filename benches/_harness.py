@@ -127,8 +127,14 @@ def today() -> str:
     return _dt.date.today().isoformat()
 
 
-BENCH_PATHS = ("benches/", "docs/BENCHMARKS.md")
-"""Uncommitted changes here do not change what is measured (the harness and its docs)."""
+BENCH_PATHS = ("benches/", "docs/")
+"""Uncommitted changes here do not change what is measured (the harness and the docs)."""
+
+
+def code_changes(paths: list[str]) -> list[str]:
+    """The paths of :func:`uncommitted` that can change what is measured: not the harness, its
+    results or any Markdown."""
+    return [p for p in paths if not p.startswith(BENCH_PATHS) and not p.endswith(".md")]
 
 
 def uncommitted() -> list[str]:
@@ -147,8 +153,8 @@ def uncommitted() -> list[str]:
 
 
 def git_rev() -> str:
-    """``git rev-parse --short HEAD``, with ``+dirty`` when files other than the benchmark
-    harness and its docs (:data:`BENCH_PATHS`) have uncommitted changes."""
+    """``git rev-parse --short HEAD``, with ``+dirty`` when files that can change what is
+    measured (:func:`code_changes`) have uncommitted changes."""
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -159,8 +165,7 @@ def git_rev() -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return "?"
-    dirty = [p for p in uncommitted() if not p.startswith(BENCH_PATHS)]
-    return out.stdout.strip() + ("+dirty" if dirty else "")
+    return out.stdout.strip() + ("+dirty" if code_changes(uncommitted()) else "")
 
 
 # -- the load generator -----------------------------------------------------------------------

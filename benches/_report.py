@@ -516,8 +516,13 @@ def caption(d: dict[str, Any]) -> str:
     """The line above a generated table: date, revision and the command."""
     files = d.get("uncommitted")
     rev = f"git {d.get('git')}"
-    if files is not None and not str(d.get("git", "")).endswith("+dirty"):
-        rev += " (tree clean" + (", apart from benches/ and docs/" if files else "") + ")"
+    if files is not None:  # judged from the recorded list, by the harness's current rule
+        code = h.code_changes(files)
+        rev = f"git {str(d.get('git')).removesuffix('+dirty')}"
+        if code:
+            rev += f"+dirty ({', '.join(code)})"
+        else:
+            rev += " (tree clean" + (", apart from docs and results" if files else "") + ")"
     return f"_Run {d.get('date')}, {rev}, `{d.get('command')}`._"
 
 
