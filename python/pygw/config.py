@@ -257,6 +257,8 @@ class Settings:
             raise ConfigError(
                 "PYGW_PROXY_MAX_CONNECTIONS and PYGW_PROXY_MAX_RESPONSE_BYTES must be >= 1"
             )
+        if self.ping_interval <= 0 or self.inactivity_timeout <= 0:
+            raise ConfigError("PYGW_PING_INTERVAL and PYGW_INACTIVITY_TIMEOUT must be > 0 seconds")
         if self.ws_max_connections < 0:
             raise ConfigError("PYGW_WS_MAX_CONNECTIONS must be >= 0 (0 = from the open-file limit)")
         if self.batch_write_interval_ms < 1:

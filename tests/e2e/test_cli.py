@@ -59,6 +59,12 @@ def test_bad_configuration_is_refused_with_a_clear_message() -> None:
     r = pygw("serve", env={"ALGORITHM": "RS256"})
     assert r.returncode == 2
     assert "PYGW_JWT_PRIVATE_KEY" in r.stderr
+    r = pygw("serve", env={"PYGW_PING_INTERVAL": "0"})
+    assert r.returncode == 2
+    assert "PYGW_PING_INTERVAL and PYGW_INACTIVITY_TIMEOUT must be > 0" in r.stderr
+    r = pygw("serve", env={"PYGW_WS_MAX_CONNECTIONS": "-1"})
+    assert r.returncode == 2
+    assert "PYGW_WS_MAX_CONNECTIONS must be >= 0" in r.stderr
 
 
 def test_users_create_makes_an_admin(tmp_path: Path) -> None:

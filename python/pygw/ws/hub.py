@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -46,8 +47,14 @@ SWEEP_INTERVAL = 0.1
 SWEEP_BATCH = 5000
 """Connections checked per tick."""
 
-PING_GROUPS = 16
+PING_GROUPS = 256
+"""Keep-alive slices: one is pinged every ``ping_interval / PING_GROUPS`` (~0.1 s at 25 s), so a
+client population answers in a steady trickle. With 16 slices, 1/16 of all connections (625 of
+10k) were pinged in the same instant every 1.6 s, and a 10k-VU k6 ramp measured message round
+trip p99 44 ms instead of 4 ms without those rounds."""
 PING_TOPICS = tuple(b"\x00ping:%d" % i for i in range(PING_GROUPS))
+MIN_PING_TICK = 0.05
+"""Shortest keep-alive timer period: short intervals ping several slices per tick instead."""
 """Every connection is subscribed to one of these (by connection id) for keep-alive pings."""
 
 # Error frame codes (HTTP-like, stable).
@@ -80,6 +87,14 @@ class ClientError(Exception):
 
 def _seconds(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
+
+
+def ping_schedule(interval: float) -> tuple[float, int]:
+    """(seconds between keep-alive ticks, slices pinged per tick) for a ping ``interval``: every
+    slice once per interval, ticks no closer than MIN_PING_TICK (25 s: a slice every 0.098 s;
+    0.3 s: 43 slices every 0.05 s)."""
+    slices = min(PING_GROUPS, max(1, math.ceil(MIN_PING_TICK * PING_GROUPS / interval)))
+    return interval / math.ceil(PING_GROUPS / slices), slices
 
 
 def user_channel(user_id: str) -> str:
@@ -150,9 +165,8 @@ class Hub:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._ping_group = 0
-        self._ticker = loop.call_later(
-            self.gw.settings.ping_interval / PING_GROUPS, self._keepalive
-        )
+        self._ping_tick, self._ping_slices = ping_schedule(self.gw.settings.ping_interval)
+        self._ticker = loop.call_later(self._ping_tick, self._keepalive)
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep_backpressure)
 
     def stop(self) -> None:
@@ -198,23 +212,24 @@ class Hub:
         return len(conns)
 
     def _keepalive(self) -> None:
-        """Ping one group of connections (one topic publish); every ``ping_interval`` each
-        connection has been pinged once and those silent for too long are closed.
+        """Ping the next slice(s) of connections (one topic publish each); every
+        ``ping_interval`` each connection has been pinged once and those silent for too long
+        are closed.
 
-        Connections are spread over PING_GROUPS topics so 10k clients are not all pinged (and
+        Connections are spread over PING_GROUPS topics so clients are not all pinged (and
         answering) in the same millisecond."""
         settings = self.gw.settings
         group = self._ping_group
         frame = b'{"type":"ping","timestamp":%.6f}' % time.time()
-        self.gw.server.publish(PING_TOPICS[group], frame)
-        if group == 0:
-            deadline = time.monotonic() - settings.inactivity_timeout
-            for conn in [c for c in self.conns.values() if c.last_seen < deadline]:
-                conn.close(CLOSE_POLICY, "Pong timeout")
-        self._ping_group = (group + 1) % PING_GROUPS
-        self._ticker = asyncio.get_running_loop().call_later(
-            settings.ping_interval / PING_GROUPS, self._keepalive
-        )
+        for _ in range(self._ping_slices):
+            self.gw.server.publish(PING_TOPICS[group], frame)
+            if group == 0:
+                deadline = time.monotonic() - settings.inactivity_timeout
+                for conn in [c for c in self.conns.values() if c.last_seen < deadline]:
+                    conn.close(CLOSE_POLICY, "Pong timeout")
+            group = (group + 1) % PING_GROUPS
+        self._ping_group = group
+        self._ticker = asyncio.get_running_loop().call_later(self._ping_tick, self._keepalive)
 
     # -- upgrade and open ----------------------------------------------------------------------
     async def upgrade(self, request: UpgradeRequest) -> Connection | Response | None:
