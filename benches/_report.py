@@ -506,7 +506,8 @@ def k6_runs() -> list[tuple[str, dict[str, Any]]]:
         gc = f"GOGC={gogc}" + (f" GOMEMLIMIT={memlimit}" if memlimit != "none" else "")
         ping = env.get("PYGW_PING_INTERVAL", "25")
         extra = ", ".join(f"`{k}={v}`" for k, v in env.items() if k != "PYGW_PING_INTERVAL")
-        label = f"git {d.get('git')} ({path.stem}): {gc}, ping {ping} s in 16 groups"
+        groups = d.get("gateway_ping_groups", 16)  # runs before it was recorded: 16
+        label = f"git {d.get('git')} ({path.stem}): {gc}, ping {ping} s in {groups} groups"
         current.append((label + (f", {extra}" if extra else ""), d))
     previous = [(label, d) for stem, label in K6_PREVIOUS.items() if (d := load(stem)) is not None]
     return current + previous

@@ -34,6 +34,7 @@ from typing import Any
 
 from benches import _client as c
 from benches import _harness as h
+from pygw.ws.hub import PING_GROUPS
 
 PROFILES = {
     # profile: (script, accounts, session seconds, interval ms, timeout seconds)
@@ -194,6 +195,7 @@ def main(argv: list[str]) -> int:
             "k6_cpu_pct_avg": round(100 * (k6_cpu[0] - k6_cpu0) / max(t_end - t_start, 1e-9), 1),
             "k6_gogc": gc_env.get("GOGC", "100 (default)"),
             "k6_gomemlimit": gc_env.get("GOMEMLIMIT", "none (default)"),
+            "gateway_ping_groups": PING_GROUPS,
             "gateway_env": gw_env,
             "k6_cpu_pct_1s_max": round(max((k for k, _ in per_second), default=0.0), 1),
             "k6_seconds_at_95pct_cpu": sum(1 for k, _ in per_second if k >= 95),
