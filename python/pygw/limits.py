@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pygw._native import RateLimiter, TokenError
-from pygw.http.errors import HTTPError, error_response, too_many_requests
+from pygw.http.errors import HTTPError, closing_error_response, too_many_requests
 from pygw.redis_client import UNREACHABLE, connect
 from pygw.store._redis_scripts import LuaScript
 
@@ -422,9 +422,7 @@ class Limits:
         wait = await self.check("ws_connect", ip_key(client_ip))
         if not wait:
             return None
-        response = error_response(_too_many(wait), path)
-        response.close = True
-        return response
+        return closing_error_response(_too_many(wait), path)
 
     def ws_message(self, conn_id: int) -> bool:
         limiter = self.ws_messages

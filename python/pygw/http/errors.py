@@ -101,6 +101,13 @@ def error_response(exc: HTTPError, path: str) -> Response:
     )
 
 
+def closing_error_response(exc: HTTPError, path: str) -> Response:
+    """The envelope for a refused WebSocket upgrade; the connection is closed after it."""
+    response = error_response(exc, path)
+    response.close = True
+    return response
+
+
 def validation_error(errors: list[dict[str, Any]], detail: str | None = None) -> HTTPError:
     """422 in FastAPI's item shape (``loc``/``msg``/``type``) inside pygw's envelope."""
     if detail is None and errors:

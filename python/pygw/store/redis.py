@@ -440,8 +440,8 @@ class RedisStorage(Storage):
         await self._flush_pending()
 
     async def _flush_pending(self) -> None:
-        """Send every pending session delta in one pipeline and every pending connection record
-        in one transaction; keep them all if Redis is unreachable."""
+        """Send every pending session delta and every pending connection record, each kind in
+        one pipeline; keep them all if Redis is unreachable."""
         async with self._flush_lock:
             await self._flush_sessions()
             await self._flush_connections()
@@ -463,8 +463,7 @@ class RedisStorage(Storage):
             for _, entry, _ in batch:
                 entry.flush_failed()
             if isinstance(exc, UNREACHABLE):
-                self._note_outage(len(batch), "session update(s)", exc)
-                raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
+                raise self._unreachable(len(batch), "session update(s)", exc) from exc
             raise
         self._end_outage()
         if self.on_flush is not None:
@@ -507,14 +506,14 @@ class RedisStorage(Storage):
             for username, record in batch.items():  # a newer record that arrived meanwhile wins
                 self._pending_conns.setdefault(username, record)
             if isinstance(exc, UNREACHABLE):
-                self._note_outage(len(batch), "connection record(s)", exc)
-                raise BackendUnavailable(f"Redis unavailable during flush: {exc}") from exc
+                raise self._unreachable(len(batch), "connection record(s)", exc) from exc
             raise
         finally:
             self._inflight_conns = {}
         self._end_outage()
 
-    def _note_outage(self, count: int, what: str, exc: BaseException) -> None:
+    def _unreachable(self, count: int, what: str, exc: BaseException) -> BackendUnavailable:
+        """A flush found Redis unreachable: log it once per outage; the error to raise."""
         if not self._outage:
             self._outage = True
             log.warning(
@@ -524,6 +523,7 @@ class RedisStorage(Storage):
                 self._interval * 1000,
                 exc,
             )
+        return BackendUnavailable(f"Redis unavailable during flush: {exc}")
 
     def _end_outage(self) -> None:
         if self._outage:
@@ -566,8 +566,8 @@ class RedisStorage(Storage):
     # -- connection records ---------------------------------------------------------------------
     async def set_connection(self, username: str, record: ConnectionRecord) -> None:
         """Write-behind, like session updates: the latest record per user is written with the
-        next flush (one MULTI/EXEC for all of them); this node reads it back at once. A connect
-        storm costs one round-trip per batch interval instead of one per connection."""
+        next flush (SET_CONNECTIONS, 1,000 users per call); this node reads it back at once. A
+        connect storm costs one round-trip per batch interval instead of one per connection."""
         self._pending_conns[username] = record
 
     async def get_connection(self, username: str) -> ConnectionRecord | None:

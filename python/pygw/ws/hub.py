@@ -21,7 +21,7 @@ import orjson
 
 from pygw._native import ChannelPolicy, ClientFrame, FrameError, TokenError, decode_frame
 from pygw.errors import BackendUnavailable
-from pygw.http.errors import HTTPError, error_response
+from pygw.http.errors import HTTPError, closing_error_response
 from pygw.store.base import ConnectionRecord
 from pygw.timeutil import iso_from_unix, now_iso
 from pygw.transport import eager, uws
@@ -53,9 +53,9 @@ client population answers in a steady trickle. With 16 slices, 1/16 of all conne
 10k) were pinged in the same instant every 1.6 s, and a 10k-VU k6 ramp measured message round
 trip p99 44 ms instead of 4 ms without those rounds."""
 PING_TOPICS = tuple(b"\x00ping:%d" % i for i in range(PING_GROUPS))
+"""Every connection is subscribed to one of these (by connection id) for keep-alive pings."""
 MIN_PING_TICK = 0.05
 """Shortest keep-alive timer period: short intervals ping several slices per tick instead."""
-"""Every connection is subscribed to one of these (by connection id) for keep-alive pings."""
 
 # Error frame codes (HTTP-like, stable).
 E_BAD_REQUEST = 400
@@ -112,8 +112,8 @@ class Hub:
             orjson.dumps(settings.namespaces), settings.allow_unknown_namespaces
         )
         self.max_errors = settings.ws_max_errors
-        self.max_connections = settings.ws_max_connections or 1 << 30
-        """Set from the open-file limit when the gateway starts (see Settings)."""
+        self.max_connections = 1 << 30
+        """Set by Gateway.start: PYGW_WS_MAX_CONNECTIONS, or from the open-file limit."""
         self.max_message_bytes = settings.ws_max_message_bytes
         self.configured_roles = {t: frozenset(roles) for t, roles in settings.message_roles.items()}
         self.conns: dict[int, Connection] = {}
@@ -236,16 +236,10 @@ class Hub:
         gw = self.gw
         if len(self.conns) >= self.max_connections:
             gw.metrics.connections_refused += 1
-            response = error_response(
-                HTTPError(
-                    503,
-                    detail="Connection limit reached",
-                    headers=[("Retry-After", "1")],
-                ),
-                request.path,
+            limit = HTTPError(
+                503, detail="Connection limit reached", headers=[("Retry-After", "1")]
             )
-            response.close = True
-            return response
+            return closing_error_response(limit, request.path)
         remote = gw.client_ip(request.headers, request.client_ip)
         too_many = await gw.limits.ws_connect(remote, request.path)
         if too_many is not None:
