@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 
 from pygw.transport import uws
-from pygw.transport.uws import HTTPRequest, Response, UpgradeRequest, WSOptions
+from pygw.transport.types import HTTPRequest, Response, UpgradeRequest
+from pygw.transport.uws import WSOptions
 
 HEALTH = b'{"status":"healthy","raw":true}'
 CONNECTED = b'{"type":"connected"}'

@@ -16,16 +16,9 @@ from redis.asyncio import Redis
 
 from pygw._native import RateLimiter
 from pygw.config import ConfigError, Settings
-from pygw.limits import (
-    ClientAddress,
-    Limits,
-    MemoryBucket,
-    Rate,
-    RedisBucket,
-    ip_key,
-    parse_rate,
-    redis_client,
-)
+from pygw.core.netaddr import ClientAddress, ip_key
+from pygw.core.rates import Rate, parse_rate
+from pygw.limits import Limits, MemoryBucket, RedisBucket, redis_client
 from pygw.metrics import Metrics
 from redis_server import RedisServer, free_port
 

@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from pygw.transport import uws
-from pygw.transport.uws import HTTPRequest, Response, UpgradeRequest, UWSServer
+from pygw.transport.types import HTTPRequest, Response, UpgradeRequest
+from pygw.transport.uws import UWSServer
 
 
 class HTTP:

@@ -18,6 +18,9 @@ from typing import Any
 
 import orjson
 
+from pygw.core.netaddr import parse_networks
+from pygw.core.rates import RATE_CLASSES, parse_rate
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
 
@@ -243,12 +246,15 @@ class Settings:
             raise ConfigError("PORT must be between 1 and 65535")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
-        from pygw.limits import validate_settings
-
+        for cls in RATE_CLASSES:
+            try:
+                parse_rate(getattr(self, f"rate_{cls}"))
+            except ValueError as exc:
+                raise ConfigError(f"PYGW_RATE_{cls.upper()}: {exc}") from None
         try:
-            validate_settings(self)
+            parse_networks(self.trusted_proxies)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"PYGW_TRUSTED_PROXIES: {exc}") from None
         if self.breaker_failures < 1 or self.breaker_reset_seconds <= 0:
             raise ConfigError(
                 "PYGW_BREAKER_FAILURES must be >= 1 and PYGW_BREAKER_RESET_SECONDS > 0"

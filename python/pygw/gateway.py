@@ -29,22 +29,26 @@ from typing import Any
 import orjson
 
 from pygw import __version__
+from pygw._native import ChannelPolicy
 from pygw.auth.passwords import PasswordHasher
 from pygw.auth.service import AuthService
 from pygw.auth.tokens import TokenService
 from pygw.broker.base import Broker, Publication
+from pygw.broker.publish import ChannelPublisher
 from pygw.config import FD_RESERVE, Settings
-from pygw.errors import BackendUnavailable
+from pygw.core import control
+from pygw.core.errors import BackendUnavailable
+from pygw.core.netaddr import ClientAddress
 from pygw.http.app import HTTPApplication
 from pygw.http.cors import CORS, OriginMatcher
 from pygw.http.routing import Router
-from pygw.limits import ClientAddress, Limits
+from pygw.limits import Limits
 from pygw.metrics import Metrics
 from pygw.proxy import ProxyService
 from pygw.store.base import Storage
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
-from pygw.ws.hub import Hub, user_channel
+from pygw.ws.hub import Hub
 
 log = logging.getLogger("pygw")
 
@@ -103,8 +107,10 @@ class Gateway:
             threads=s.password_threads,
         )
         self.tokens = TokenService(s)
+        self.policy = ChannelPolicy(orjson.dumps(s.namespaces), s.allow_unknown_namespaces)
+        self.publisher = ChannelPublisher(self.broker, self.policy)
         self.auth = AuthService(
-            s, self.storage, self.broker, self.tokens, self.passwords, self.metrics
+            s, self.storage, self.broker, self.tokens, self.passwords, self.publisher, self.metrics
         )
         self.limits = Limits(s, self.metrics)
         self._client_address = ClientAddress(s.trusted_proxies)
@@ -117,8 +123,6 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_requested: asyncio.Event | None = None
         self._stopped = False
-        self.control_listeners: list[Callable[[dict[str, Any]], None]] = []
-        """Called with control messages of ops the gateway itself does not handle."""
         self.proxy = ProxyService(self)
         self._build_routes()
         rate_hook = self.limits.http_hook(self)
@@ -166,20 +170,11 @@ class Gateway:
         return await self.publish_raw(channel, orjson.dumps(data))
 
     async def publish_raw(self, channel: str, data_json: bytes) -> Publication:
-        size, ttl, _presence = self.hub.policy.options(channel)
-        return await self.broker.publish(
-            channel,
-            data_json,
-            history_size=size,
-            history_ttl=ttl,
-            with_offset=not channel.startswith("user:"),
-        )
+        return await self.publisher.publish(channel, data_json)
 
     async def push(self, user_id: str, data: Any) -> Publication:
         """Send to every connection of ``user_id`` on every node."""
-        return await self.broker.publish(
-            user_channel(user_id), orjson.dumps(data), with_offset=False
-        )
+        return await self.publisher.push(user_id, orjson.dumps(data))
 
     # -- broker events (BrokerHandler) -----------------------------------------------------------
     def on_publication(
@@ -191,20 +186,13 @@ class Gateway:
         if published_us:
             metrics.publish_latency.observe(max(0.0, time.time() - published_us / 1e6))
 
-    def on_control(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "revoke":
-            self.tokens.revoke_local(str(message["jti"]), int(message["exp"]))
-        elif op == "disconnect":
-            self.hub.disconnect_user(
-                str(message["user"]),
-                message.get("family"),
-                int(message.get("code", 1000)),
-                str(message.get("reason", "")),
-            )
-        else:
-            for listener in self.control_listeners:
-                listener(message)
+    def on_control(self, message: control.ControlMessage) -> None:
+        if isinstance(message, control.Revoke):
+            self.tokens.revoke_local(message.jti, message.exp)
+        elif isinstance(message, control.Disconnect):
+            self.hub.disconnect_user(message.user, message.family, message.code, message.reason)
+        elif isinstance(message, control.RoutesChanged):
+            self.proxy.request_reload()
 
     def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """This node's answer to a cluster-wide query (``Broker.gather``)."""

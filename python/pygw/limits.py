@@ -14,42 +14,32 @@ backends: :class:`MemoryBucket` (the native ``RateLimiter``, this process only) 
 Redis server time, a TTL that ends when the key is back to fresh). When Redis cannot answer, a
 Redis bucket falls back to its own in-process limiter and logs a warning: limits then hold per
 node instead of cluster-wide, and no request turns into a 503 because of them.
-
-Also here: the client address as seen through trusted proxies (``PYGW_TRUSTED_PROXIES``).
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 import math
-import re
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pygw._native import RateLimiter, TokenError
+from pygw.core.netaddr import ip_key
+from pygw.core.rates import RATE_CLASSES, SHARED_CLASSES, Rate, parse_rate
 from pygw.http.errors import HTTPError, closing_error_response, too_many_requests
-from pygw.redis_client import UNREACHABLE, connect
-from pygw.store._redis_scripts import LuaScript
+from pygw.redis_client import UNREACHABLE, LuaScript, connect
 
 if TYPE_CHECKING:
     from pygw.config import Settings
     from pygw.gateway import Gateway
     from pygw.http.app import Hook
     from pygw.metrics import Metrics
-    from pygw.transport.uws import Response
+    from pygw.transport.types import Response
 
 log = logging.getLogger("pygw.limits")
-
-SHARED_CLASSES = ("login", "login_ip", "http", "ws_connect")
-"""Classes shared through Redis when it is configured."""
-RATE_CLASSES = (*SHARED_CLASSES, "ws_message")
 
 KEY_PREFIX = "pygw:rl:"
 WARN_EVERY = 30.0
@@ -65,164 +55,6 @@ REDIS_CONNECTIONS = 64
 
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, *UNREACHABLE)
 """What makes a shared check fall back to the local limiter (unreachable, read-only, OOM...)."""
-
-_DISABLED = frozenset({"", "0", "off", "none", "false", "no", "disabled"})
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PERIOD = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)?\s*([smhd]?)$")
-
-
-# ------------------------------------------------------------------------------ configuration
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``count`` events per ``period`` seconds sustained, ``burst`` at once."""
-
-    count: int
-    period: float
-    burst: int
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.period
-
-    @property
-    def interval_us(self) -> int:
-        """The emission interval in whole microseconds (what the Redis script works in)."""
-        return max(1, round(self.period * 1_000_000 / self.count))
-
-    def __str__(self) -> str:
-        period = int(self.period) if self.period.is_integer() else self.period
-        return f"{self.count}/{period}:{self.burst}"
-
-
-def parse_rate(text: str | None) -> Rate | None:
-    """``"5/60"`` (5 per 60 s, burst 5), ``"100/1:200"`` (burst 200), ``"30/1m"``, ``"10/s"``;
-    None for a disabled class (empty, ``0``, ``off``, a count of 0). ValueError otherwise."""
-    raw = (text or "").strip().lower()
-    if raw in _DISABLED:
-        return None
-    spec, colon, burst_text = raw.partition(":")
-    count_text, slash, period_text = spec.partition("/")
-    try:
-        count = int(count_text.strip())
-        burst = int(burst_text.strip()) if colon else count
-    except ValueError:
-        raise ValueError(f"{text!r} is not count/seconds[:burst], e.g. 5/60 or 100/1:200") from None
-    period = 1.0
-    if slash:
-        m = _PERIOD.match(period_text.strip())
-        if m is None or (m.group(1) is None and not m.group(2)):
-            raise ValueError(f"{text!r}: the period must be seconds, e.g. 60, 1.5, 1m, 1h")
-        period = float(m.group(1) or 1) * _UNITS[m.group(2)]
-    if count < 0 or burst < 0:
-        raise ValueError(f"{text!r}: counts cannot be negative")
-    if count == 0:
-        return None
-    if period <= 0:
-        raise ValueError(f"{text!r}: the period must be positive")
-    if burst < 1:
-        raise ValueError(f"{text!r}: the burst must be at least 1")
-    return Rate(count, period, burst)
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(items: Iterable[str] | str) -> tuple[Network, ...]:
-    """IPs and CIDRs (``10.0.0.0/8``, ``::1``; a comma list or an iterable); ValueError names
-    the bad entry."""
-    if isinstance(items, str):
-        items = [part for part in items.split(",") if part.strip()]
-    out = []
-    for item in items:
-        try:
-            out.append(ipaddress.ip_network(item.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-    return tuple(out)
-
-
-def validate_settings(settings: Settings) -> None:
-    """ValueError (naming the environment variable) for an unusable limit or proxy setting."""
-    for cls in RATE_CLASSES:
-        try:
-            parse_rate(getattr(settings, f"rate_{cls}"))
-        except ValueError as exc:
-            raise ValueError(f"PYGW_RATE_{cls.upper()}: {exc}") from None
-    try:
-        parse_networks(settings.trusted_proxies)
-    except ValueError as exc:
-        raise ValueError(f"PYGW_TRUSTED_PROXIES: {exc}") from None
-
-
-# ------------------------------------------------------------------------------ client address
-@functools.lru_cache(maxsize=8192)
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("["):  # "[v6]" or "[v6]:port"
-        text = text[1 : text.find("]")] if "]" in text else text
-    elif text.count(":") == 1:  # "v4:port"
-        text = text.split(":", 1)[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def normalize_ip(text: str) -> str:
-    """The canonical text of an address (IPv4-mapped IPv6 as IPv4); unparsable text unchanged."""
-    ip = _parse_ip(text)
-    return text if ip is None else str(ip)
-
-
-@functools.lru_cache(maxsize=8192)
-def ip_key(ip: str) -> str:
-    """The rate-limit key of a client address: the address itself for IPv4, its /64 for IPv6
-    (one subscriber usually holds a whole /64, so per-address limits would be free to dodge)."""
-    addr = _parse_ip(ip)
-    if isinstance(addr, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return ip if addr is None else str(addr)
-
-
-class ClientAddress:
-    """Resolves the client's address: the TCP peer, unless the peer is a trusted proxy; then the
-    nearest untrusted hop of ``X-Forwarded-For`` (walked from the right, so entries a client
-    wrote itself are never believed), else ``X-Real-IP``."""
-
-    def __init__(self, trusted: Iterable[str] | str) -> None:
-        self.networks = parse_networks(trusted)
-        self._trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
-
-    def _is_trusted(self, ip: str) -> bool:
-        addr = _parse_ip(ip)
-        return addr is not None and any(addr in net for net in self.networks)
-
-    def resolve(self, headers: Mapping[str, str], peer: str) -> str:
-        if not self.networks:
-            return peer
-        peer = normalize_ip(peer)
-        if not self._trusted(peer):
-            return peer
-        forwarded = headers.get("x-forwarded-for")
-        if forwarded:
-            client = peer
-            for hop in reversed(forwarded.split(",")):
-                addr = _parse_ip(hop)
-                if addr is None:
-                    break  # garbage: keep the last address a trusted proxy vouched for
-                client = str(addr)
-                if not self._trusted(client):
-                    break
-            return client
-        real = headers.get("x-real-ip")
-        if real:
-            addr = _parse_ip(real)
-            if addr is not None:
-                return str(addr)
-        return peer
 
 
 # ------------------------------------------------------------------------------ backends

@@ -2,7 +2,7 @@
 proxy ``ANY /api/proxy/<name>[/<rest>]`` and WebSocket messages for ``ws_supported`` routes.
 
 * Routes live in the storage backend (shared by every node with Redis). A change is written
-  there, applied to this node's table at once, and announced with a ``{"op": "routes"}`` control
+  there, applied to this node's table at once, and announced with a ``RoutesChanged`` control
   message; every node (this one too) then reloads its table from storage. Tables are also
   loaded at start and reloaded when the broker resynchronises after a lost link.
 * One pooled ``httpx.AsyncClient`` per node carries every proxied request.
@@ -26,11 +26,12 @@ import httpx
 import orjson
 
 from pygw._native import Claims, ClientFrame
-from pygw.errors import BackendUnavailable
+from pygw.core.control import RoutesChanged
+from pygw.core.errors import BackendUnavailable
 from pygw.http.errors import HTTPError, bad_request, not_found
 from pygw.http.routing import Context
 from pygw.store.base import RouteRecord
-from pygw.transport.uws import HTTPRequest, Response
+from pygw.transport.types import HTTPRequest, Response
 from pygw.ws.connection import Connection
 from pygw.ws.hub import ClientError
 
@@ -184,7 +185,6 @@ class ProxyService:
         """Bumped by every change applied locally; a reload that raced one is redone."""
         self._dirty = False
         self._reloader: asyncio.Task[None] | None = None
-        gw.control_listeners.append(self.on_control)
         self._next_fallback = gw.hub.fallback
         gw.hub.fallback = self.ws_fallback
 
@@ -244,10 +244,6 @@ class ProxyService:
                 self._dirty = True
                 await asyncio.sleep(RELOAD_RETRY_SECONDS)
 
-    def on_control(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "routes":
-            self.request_reload()
-
     def _install(self, table: dict[str, RouteRecord]) -> None:
         for name in list(self.breakers):
             if self.routes.get(name) != table.get(name):
@@ -267,13 +263,13 @@ class ProxyService:
     async def put(self, route: RouteRecord) -> None:
         await self.gw.storage.put_route(route)
         self.apply_local(route.name, route)
-        await self.gw.broker.publish_control({"op": "routes"})
+        await self.gw.broker.publish_control(RoutesChanged())
 
     async def delete(self, name: str) -> bool:
         removed = await self.gw.storage.delete_route(name)
         self.apply_local(name, None)
         if removed:
-            await self.gw.broker.publish_control({"op": "routes"})
+            await self.gw.broker.publish_control(RoutesChanged())
         return removed
 
     def breaker(self, name: str) -> CircuitBreaker:

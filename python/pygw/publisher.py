@@ -21,6 +21,7 @@ import orjson
 
 from pygw._native import ChannelPolicy
 from pygw.broker.base import Publication
+from pygw.broker.publish import ChannelPublisher
 from pygw.broker.redis import RedisBroker
 from pygw.config import namespaces_from_env
 
@@ -29,29 +30,21 @@ class Publisher:
     def __init__(self, redis_url: str, *, namespaces: list[dict[str, Any]] | None = None) -> None:
         if namespaces is None:
             namespaces = namespaces_from_env()
-        self._policy = ChannelPolicy(orjson.dumps(namespaces), True)
+        policy = ChannelPolicy(orjson.dumps(namespaces), True)
         self._broker = RedisBroker(redis_url, node_id=f"publisher-{uuid.uuid4().hex[:8]}")
+        self._publisher = ChannelPublisher(self._broker, policy)
 
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish JSON-serialisable ``data`` to ``channel`` on every node."""
-        size, ttl, _presence = self._policy.options(channel)
-        return await self._broker.publish(
-            channel,
-            orjson.dumps(data),
-            history_size=size,
-            history_ttl=ttl,
-            with_offset=not channel.startswith("user:"),
-        )
+        return await self._publisher.publish(channel, orjson.dumps(data))
 
     async def push(self, user_id: str, data: Any) -> None:
         """Send to every connection of ``user_id`` on every node."""
-        await self._broker.publish(f"user:{user_id}", orjson.dumps(data), with_offset=False)
+        await self._publisher.push(user_id, orjson.dumps(data))
 
     async def disconnect(self, user_id: str, reason: str = "Disconnected by server") -> None:
         """Close every connection of ``user_id`` on every node (1000)."""
-        await self._broker.publish_control(
-            {"op": "disconnect", "user": user_id, "family": None, "code": 1000, "reason": reason}
-        )
+        await self._publisher.disconnect(user_id, reason)
 
     async def close(self) -> None:
         await self._broker.redis.aclose()

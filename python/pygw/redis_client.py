@@ -1,11 +1,13 @@
-"""One way to open a Redis client and one meaning of "Redis is unreachable", shared by the
-storage and the broker."""
+"""Redis plumbing shared by the storage, the broker and the rate limiter: one way to open a
+client, one meaning of "Redis is unreachable", and one way to run Lua scripts (EVALSHA, loading
+the script again when Redis lost its script cache)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -13,10 +15,10 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MasterDownError, ReadOnlyError
+from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pygw.errors import BackendUnavailable
+from pygw.core.errors import BackendUnavailable
 
 UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,  # includes BusyLoadingError (LOADING) and refused/reset sockets
@@ -91,3 +93,42 @@ def unavailable_on_error(op: str) -> Iterator[None]:
         raise BackendUnavailable(
             f"Redis unavailable during {op}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+ScriptArg = str | bytes | int | float
+ScriptCall = tuple[Sequence[str], Sequence[ScriptArg]]
+"""(keys, args) of one script call."""
+
+
+class LuaScript:
+    """A script run by SHA1, loaded on demand (after a Redis restart or SCRIPT FLUSH)."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, client: Redis, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run_many(self, client: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Every call in one pipeline. A call's own error is returned in its place, not raised
+        (NOSCRIPT excepted: the script is loaded and those calls run again)."""
+        results = await self._pipeline(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await client.script_load(self.source)
+            again = await self._pipeline(client, [calls[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, client: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))

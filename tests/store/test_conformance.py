@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pygw.core.timeutil import now_iso
 from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
@@ -17,7 +18,6 @@ from pygw.store.base import (
     Storage,
     UserRecord,
 )
-from pygw.timeutil import now_iso
 
 if TYPE_CHECKING:
     from conftest import StorageFactory

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis
 
-from pygw.errors import BackendUnavailable
+from pygw.core.errors import BackendUnavailable
+from pygw.core.timeutil import now_iso
 from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
@@ -24,7 +25,6 @@ from pygw.store.base import (
     UserRecord,
 )
 from pygw.store.redis import RedisStorage
-from pygw.timeutil import now_iso
 from redis_server import RedisServer, free_port
 
 RedisFactory = Callable[..., Awaitable[RedisStorage]]

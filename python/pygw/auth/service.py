@@ -15,16 +15,16 @@ from pygw._native import Claims, ExpiredToken, InvalidToken, RevokedToken
 from pygw.auth.passwords import PasswordHasher
 from pygw.auth.tokens import IssuedToken, TokenService
 from pygw.broker.base import Broker
+from pygw.broker.publish import ChannelPublisher
 from pygw.config import Settings
+from pygw.core.control import Revoke
+from pygw.core.timeutil import now_iso
 from pygw.http.errors import HTTPError, bad_request, forbidden, unauthorized
 from pygw.http.routing import Auth, Context
 from pygw.metrics import Metrics
 from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, Storage, UserRecord
-from pygw.timeutil import now_iso
 
 log = logging.getLogger("pygw.auth")
-
-CLOSE_NORMAL = 1000
 
 
 def new_session_data() -> dict[str, Any]:
@@ -50,6 +50,7 @@ class AuthService:
         broker: Broker,
         tokens: TokenService,
         passwords: PasswordHasher,
+        publisher: ChannelPublisher,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -58,6 +59,7 @@ class AuthService:
         self.broker = broker
         self.tokens = tokens
         self.passwords = passwords
+        self.publisher = publisher
         self.admin_users = frozenset(settings.admin_users)
         self.api_keys = tuple(k.encode() for k in settings.api_keys)
 
@@ -274,19 +276,11 @@ class AuthService:
             return
         self.tokens.revoke_local(jti, exp)
         await self.storage.revoke_token(jti, exp)
-        await self.broker.publish_control({"op": "revoke", "jti": jti, "exp": exp})
+        await self.broker.publish_control(Revoke(jti, exp))
 
     async def disconnect(self, username: str, family: str | None, reason: str) -> None:
         """Close the user's sockets on every node with 1000 (those of one login if ``family``)."""
-        await self.broker.publish_control(
-            {
-                "op": "disconnect",
-                "user": username,
-                "family": family,
-                "code": CLOSE_NORMAL,
-                "reason": reason,
-            }
-        )
+        await self.publisher.disconnect(username, reason, family=family)
 
 
 def require_admin(claims: Claims | None) -> None:

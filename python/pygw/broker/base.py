@@ -1,4 +1,9 @@
-"""The broker interface and the events it hands back to the node."""
+"""The broker interface (how nodes reach each other) and the events it hands back to the node.
+
+Two implementations share this interface and one conformance suite (tests/broker): the
+in-process :mod:`pygw.broker.memory` (one node) and :mod:`pygw.broker.redis` (any number of
+nodes through Redis pub/sub).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pygw.core.channels import PLAIN_PUBLISH, PublishOptions
+from pygw.core.control import ControlMessage
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,8 +46,9 @@ class BrokerHandler(Protocol):
         """Deliver to this node's subscribers of ``channel``. ``published_us`` is the publish
         time (UNIX microseconds) when the broker knows it, for latency metrics."""
 
-    def on_control(self, message: dict[str, Any]) -> None:
-        """A control message (revocation, disconnect, route change, ...) from any node."""
+    def on_control(self, message: ControlMessage) -> None:
+        """A control message (revocation, disconnect, route change) from any node, this one
+        included. Queries are answered through :meth:`answer` instead."""
 
     def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """This node's answer to a cluster-wide query (see :meth:`Broker.gather`)."""
@@ -62,7 +71,7 @@ class Broker(abc.ABC):
 
     # -- control plane ---------------------------------------------------------------------------
     @abc.abstractmethod
-    async def publish_control(self, message: dict[str, Any]) -> None:
+    async def publish_control(self, message: ControlMessage) -> None:
         """Send a control message to every node, this one included."""
 
     # -- channels --------------------------------------------------------------------------------
@@ -71,14 +80,11 @@ class Broker(abc.ABC):
         self,
         channel: str,
         data_json: bytes,
-        *,
-        history_size: int = 0,
-        history_ttl: float = 0.0,
-        with_offset: bool = True,
+        options: PublishOptions = PLAIN_PUBLISH,
     ) -> Publication:
-        """Assign the next offset (if ``with_offset``), keep it in history if configured, and
-        deliver it to every node's subscribers exactly once (this node's included, through
-        :meth:`BrokerHandler.on_publication`)."""
+        """Assign the next offset (if ``options.with_offset``), keep it in history as
+        configured, and deliver it to every node's subscribers exactly once (this node's
+        included, through :meth:`BrokerHandler.on_publication`)."""
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 from pygw._native import HistoryBuffers, encode_message
 from pygw.broker.base import Broker, BrokerHandler, Publication, Recovery
+from pygw.core.channels import PLAIN_PUBLISH, PublishOptions
+from pygw.core.control import ControlMessage
 
 
 class MemoryBroker(Broker):
@@ -27,7 +29,7 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._handler = None
 
-    async def publish_control(self, message: dict[str, Any]) -> None:
+    async def publish_control(self, message: ControlMessage) -> None:
         if self._handler is not None:
             self._handler.on_control(message)
 
@@ -35,14 +37,11 @@ class MemoryBroker(Broker):
         self,
         channel: str,
         data_json: bytes,
-        *,
-        history_size: int = 0,
-        history_ttl: float = 0.0,
-        with_offset: bool = True,
+        options: PublishOptions = PLAIN_PUBLISH,
     ) -> Publication:
-        if with_offset:
+        if options.with_offset:
             offset, epoch, envelope = self._history.publish(
-                channel, data_json, history_size, history_ttl
+                channel, data_json, options.history_size, options.history_ttl
             )
         else:
             offset, epoch, envelope = 0, "", encode_message(channel, data_json, None)

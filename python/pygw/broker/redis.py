@@ -21,13 +21,14 @@ import time
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError
 
 from pygw._native import encode_message
 from pygw.broker.base import Broker, BrokerHandler, Publication, Recovery
 from pygw.broker.pubsub import PubSubLink
-from pygw.errors import BackendUnavailable
-from pygw.redis_client import connect, unavailable_on_error
+from pygw.core import control
+from pygw.core.channels import PLAIN_PUBLISH, PublishOptions
+from pygw.core.errors import BackendUnavailable
+from pygw.redis_client import LuaScript, connect, unavailable_on_error
 
 log = logging.getLogger("pygw.broker")
 
@@ -37,7 +38,9 @@ META_TTL = 7 * 86400
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 15
 
-PUBLISH_LUA = """
+PUBLISH = LuaScript(
+    "publish",
+    """
 local offset = 0
 local epoch = ''
 local envelope
@@ -64,7 +67,8 @@ else
 end
 redis.call('PUBLISH', ARGV[6], offset .. ':' .. ARGV[5] .. ':' .. envelope)
 return {offset, epoch}
-"""
+""",
+)
 
 
 def _text(value: bytes | str) -> str:
@@ -86,7 +90,6 @@ class RedisBroker(Broker):
         )
         self._handler: BrokerHandler | None = None
         self._link = PubSubLink(url, self._on_message, self._on_reconnect)
-        self._publish_sha: str | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
 
@@ -128,16 +131,18 @@ class RedisBroker(Broker):
         if handler is None:
             return
         if channel == CONTROL:
-            message = orjson.loads(payload)
-            if message.get("op") == "query":
-                answer = handler.answer(str(message["name"]), message.get("args") or {})
+            message = control.decode(payload)
+            if isinstance(message, control.Query):
+                answer = handler.answer(message.name, message.args)
                 reply = asyncio.get_running_loop().create_task(
-                    self._reply(str(message["reply_to"]), answer)
+                    self._reply(message.reply_to, answer)
                 )
                 self._replies.add(reply)
                 reply.add_done_callback(self._replies.discard)
-            else:
+            elif message is not None:
                 handler.on_control(message)
+            else:
+                log.warning("ignoring a control message this node does not understand")
             return
         offset, published, envelope = payload.split(b":", 2)
         name = channel[len(CHANNEL_PREFIX) :].decode()
@@ -148,10 +153,9 @@ class RedisBroker(Broker):
             self._handler.on_resync()
 
     # -- control -----------------------------------------------------------------------------------
-    async def publish_control(self, message: dict[str, Any]) -> None:
-        message = {**message, "origin": self.node_id}
+    async def publish_control(self, message: control.ControlMessage) -> None:
         with unavailable_on_error("control"):
-            await self.redis.publish(CONTROL, orjson.dumps(message))
+            await self.redis.publish(CONTROL, control.encode(message, self.node_id))
 
     async def _reply(self, key: str, answer: dict[str, Any]) -> None:
         try:
@@ -167,7 +171,7 @@ class RedisBroker(Broker):
     ) -> list[dict[str, Any]]:
         expected = len(await self.nodes()) or 1
         key = f"pygw:reply:{secrets.token_hex(8)}"
-        await self.publish_control({"op": "query", "name": name, "args": args, "reply_to": key})
+        await self.publish_control(control.Query(name, args, key))
         answers: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
         with unavailable_on_error("gather"):
@@ -187,14 +191,11 @@ class RedisBroker(Broker):
         self,
         channel: str,
         data_json: bytes,
-        *,
-        history_size: int = 0,
-        history_ttl: float = 0.0,
-        with_offset: bool = True,
+        options: PublishOptions = PLAIN_PUBLISH,
     ) -> Publication:
         target = CHANNEL_PREFIX + channel.encode()
         now_us = time.time_ns() // 1000
-        if not with_offset:
+        if not options.with_offset:
             envelope = encode_message(channel, data_json, None)
             with unavailable_on_error("publish"):
                 await self.redis.publish(target, b"0:%d:%s" % (now_us, envelope))
@@ -202,8 +203,8 @@ class RedisBroker(Broker):
         args = (
             orjson.dumps(channel),
             data_json,
-            history_size,
-            int(history_ttl * 1000),
+            options.history_size,
+            int(options.history_ttl * 1000),
             now_us,
             target,
             _new_epoch(),
@@ -212,18 +213,9 @@ class RedisBroker(Broker):
         )
         keys = (f"pygw:chmeta:{channel}", f"pygw:hist:{channel}")
         with unavailable_on_error("publish"):
-            offset, epoch = await self._eval_publish(keys, args)
+            offset, epoch = await PUBLISH.run(self.redis, keys, args)
         epoch_s = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         return Publication(int(offset), epoch_s, encode_message(channel, data_json, int(offset)))
-
-    async def _eval_publish(self, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
-        if self._publish_sha is None:
-            self._publish_sha = await self.redis.script_load(PUBLISH_LUA)
-        try:
-            return await self.redis.evalsha(self._publish_sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted and lost its script cache
-            self._publish_sha = await self.redis.script_load(PUBLISH_LUA)
-            return await self.redis.evalsha(self._publish_sha, len(keys), *keys, *args)
 
     async def subscribe(self, channel: str) -> None:
         try:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from pygw.errors import BackendUnavailable
+from pygw.core.errors import BackendUnavailable
 from pygw.http.cors import CORS
 from pygw.http.errors import (
     HTTPError,
@@ -26,7 +26,7 @@ from pygw.http.errors import (
 from pygw.http.routing import Auth, Context, Route, Router
 from pygw.logs import request_id
 from pygw.metrics import Metrics
-from pygw.transport.uws import HTTPRequest, Response
+from pygw.transport.types import HTTPRequest, Response
 
 log = logging.getLogger("pygw.http")
 access_log = logging.getLogger("pygw.access")

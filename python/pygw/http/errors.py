@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from pygw.timeutil import now_iso
-from pygw.transport.uws import Response
+from pygw.core.timeutil import now_iso
+from pygw.transport.types import Response
 
 
 class HTTPError(Exception):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pygw.transport.uws import HTTPRequest
+from pygw.transport.types import HTTPRequest
 
 Auth = Literal["user", "admin", "server"] | None
 """``user``: any valid access token; ``admin``: an access token with role admin;

@@ -14,7 +14,7 @@ from pygw.http.errors import not_found
 from pygw.http.openapi import build_openapi
 from pygw.http.routing import Context, Router
 from pygw.models import ErrorEnvelope
-from pygw.transport.uws import Response
+from pygw.transport.types import Response
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pygw.errors import BackendUnavailable
+from pygw.core.errors import BackendUnavailable
 from pygw.http.routing import Context, Router
 from pygw.models import HealthResponse, WSHealthResponse
-from pygw.transport.uws import Response
+from pygw.transport.types import Response
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway

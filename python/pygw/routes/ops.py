@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pygw.http.routing import Context, Router
 from pygw.metrics import registry_for
-from pygw.transport.uws import Response
+from pygw.transport.types import Response
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway

@@ -10,7 +10,7 @@ from pygw.http.errors import not_found, validation_error
 from pygw.http.routing import Context, Router
 from pygw.models import MessageResponse, RouteInfo, RouteRegisterRequest, RouteRegisterResponse
 from pygw.store.base import RouteRecord
-from pygw.transport.uws import Response
+from pygw.transport.types import Response
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway

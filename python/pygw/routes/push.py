@@ -16,7 +16,6 @@ import orjson
 from pygw.http.errors import bad_request, validation_error
 from pygw.http.routing import Context, Router
 from pygw.models import BroadcastRequest, DeliveryResponse, PublishRequest, PushRequest
-from pygw.ws.connection import CLOSE_NORMAL
 from pygw.ws.hub import user_channel
 
 if TYPE_CHECKING:
@@ -119,15 +118,7 @@ def build(gw: Gateway) -> Router:
     async def disconnect(ctx: Context) -> dict[str, Any]:
         user_id = ctx.params["user_id"]
         local = len(hub.users.get(user_id, ()))
-        await gw.broker.publish_control(
-            {
-                "op": "disconnect",
-                "user": user_id,
-                "family": None,
-                "code": CLOSE_NORMAL,
-                "reason": "Disconnected by server",
-            }
-        )
+        await gw.publisher.disconnect(user_id)
         return {"deliveries": local, "user_id": user_id, "message": "Disconnect requested"}
 
     @router.get(

@@ -6,7 +6,8 @@ import uuid
 from typing import TYPE_CHECKING
 
 from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
-from pygw.errors import NotOwner
+from pygw.core.errors import NotOwner
+from pygw.core.timeutil import now_iso
 from pygw.http.errors import forbidden, not_found
 from pygw.http.routing import Context, Router
 from pygw.models import (
@@ -25,8 +26,7 @@ from pygw.models import (
     UserSessionsResponse,
 )
 from pygw.store.base import SessionRecord
-from pygw.timeutil import now_iso
-from pygw.transport.uws import HTTPRequest
+from pygw.transport.types import HTTPRequest
 
 if TYPE_CHECKING:
     from pygw.gateway import Gateway

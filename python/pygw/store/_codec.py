@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from pygw.core.timeutil import iso_from_unix
 from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
@@ -15,7 +16,6 @@ from pygw.store.base import (
     SessionRecord,
     UserRecord,
 )
-from pygw.timeutil import iso_from_unix
 
 log = logging.getLogger("pygw.store")
 

@@ -1,4 +1,4 @@
-"""Lua scripts of the Redis backend, and a tiny EVALSHA-with-SCRIPT-LOAD-fallback wrapper.
+"""Lua scripts of the Redis backend (run with :class:`pygw.redis_client.LuaScript`).
 
 Scripts touch keys derived from stored values (a session's owner, a user's sessions), so they
 assume a single Redis instance (or one hash slot); that is the original gateway's deployment too.
@@ -6,31 +6,7 @@ assume a single Redis instance (or one hash slot); that is the original gateway'
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from typing import Any
-
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
-
-ScriptArg = str | bytes | int | float
-
-
-class LuaScript:
-    """A script run by SHA1, loaded on demand (after a restart or SCRIPT FLUSH)."""
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def run(self, client: Redis, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
+from pygw.redis_client import LuaScript
 
 # A minimal JSON object splitter. The stored session JSON is merged by text: every value keeps
 # its raw text, so arrays (``"conversation": []``), big integers, floats and key order survive

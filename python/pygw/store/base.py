@@ -4,7 +4,8 @@ Records mirror the original gateway's data layout (SPEC §4) so pygw can take ov
 deployment's Redis: users are ``users:{username}`` hashes, sessions ``sessions:{session_id}`` JSON
 strings, connection records ``connections:{username}`` hashes. pygw's own keys live under ``pygw:``.
 
-Every method may raise :class:`pygw.errors.BackendUnavailable` when the backend cannot be reached.
+Every method may raise :class:`pygw.core.errors.BackendUnavailable` when the backend cannot be
+reached.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class Storage(abc.ABC):
         Write-behind: the change is coalesced per session and flushed in a pipeline every
         ``BATCH_WRITE_INTERVAL_MS``; reads on this node see it at once.
 
-        With ``owner``, raises :class:`pygw.errors.NotOwner` (and changes nothing) unless the
+        With ``owner``, raises :class:`pygw.core.errors.NotOwner` (and changes nothing) unless the
         session belongs to that user — the ownership check costs no extra round-trip.
         With ``returning=False`` the merged session is not copied out: the result is the
         session's (shared, read-only) record or None — for callers that only need to know it

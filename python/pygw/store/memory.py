@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pygw.errors import NotOwner
+from pygw.core.errors import NotOwner
+from pygw.core.timeutil import iso_from_unix
 from pygw.store._codec import clone_json
 from pygw.store._pending import copy_session
 from pygw.store.base import (
@@ -24,7 +25,6 @@ from pygw.store.base import (
     StorageStats,
     UserRecord,
 )
-from pygw.timeutil import iso_from_unix
 
 log = logging.getLogger("pygw.store.memory")
 

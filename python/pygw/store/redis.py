@@ -32,9 +32,9 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from pygw.errors import BackendUnavailable, NotOwner
+from pygw.core.errors import BackendUnavailable, NotOwner
+from pygw.core.timeutil import now_iso
 from pygw.redis_client import UNREACHABLE, connect, unavailable_on_error
 from pygw.store import _redis_scripts as lua
 from pygw.store._codec import (
@@ -63,7 +63,6 @@ from pygw.store.base import (
     StorageStats,
     UserRecord,
 )
-from pygw.timeutil import now_iso
 
 log = logging.getLogger("pygw.store.redis")
 
@@ -498,7 +497,7 @@ class RedisStorage(Storage):
                     args += kv
             calls.append((keys, args))
         try:
-            results = await self._run_scripts(lua.SET_CONNECTIONS, calls)
+            results = await lua.SET_CONNECTIONS.run_many(self._redis, calls)
             failed = next((r for r in results if isinstance(r, Exception)), None)
             if failed is not None:
                 raise failed
@@ -539,29 +538,7 @@ class RedisStorage(Storage):
             )
             for sid, _, delta in batch
         ]
-        return await self._run_scripts(lua.MERGE_SESSION, calls)
-
-    async def _run_scripts(
-        self, script: lua.LuaScript, calls: list[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        """One pipeline of EVALSHA calls; a script Redis forgot (restart, SCRIPT FLUSH) is
-        loaded and its calls rerun. Per-call errors are returned, not raised."""
-        results = await self._evalsha_pipeline(script, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            await self._redis.script_load(script.source)
-            again = await self._evalsha_pipeline(script, [calls[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _evalsha_pipeline(
-        self, script: lua.LuaScript, calls: list[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        return await lua.MERGE_SESSION.run_many(self._redis, calls)
 
     # -- connection records ---------------------------------------------------------------------
     async def set_connection(self, username: str, record: ConnectionRecord) -> None:

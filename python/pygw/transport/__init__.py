@@ -1,5 +1,7 @@
 """Transports: the socket layer under pygw's HTTP and WebSocket handling.
 
-:mod:`pygw.transport.uws` (socketify's uWebSockets library, driven from asyncio) is the only one
-implemented; the gateway talks to it through the small surface in :mod:`pygw.transport.base`.
+:mod:`pygw.transport.types` is what the layers above see (requests, :class:`Response`,
+the ``HTTPApp``/``WSApp`` protocols); :mod:`pygw.transport.uws` is the uWebSockets transport
+(socketify's library, driven from asyncio); :mod:`pygw.transport.eager` runs a handler's first
+step inside the transport's callback.
 """

@@ -23,10 +23,7 @@ wake-up each; with a loaded gateway this more than doubles session updates/s. Re
 client asked to close (``Connection: close``, HTTP/1.0) are still answered inside the uWS
 callback, where uWS closes after the answer.
 
-Requests are native objects: :class:`HTTPRequest` (``.method .path .query_string .headers
-.client_ip .body .params .state``, ``.respond(...)``) and :class:`UpgradeRequest` (``.accept``,
-``.reject``). ``HTTPRequest(method, path, query, headers, client_ip)`` builds a detached request
-(tests, micro-benchmarks) whose ``respond`` does nothing.
+Requests, responses and the application protocols are in :mod:`pygw.transport.types`.
 """
 
 from __future__ import annotations
@@ -38,13 +35,12 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pygw import _native
-from pygw._native import HTTPRequest, UpgradeRequest
 from pygw.transport import eager
+from pygw.transport.types import HTTPApp, HTTPRequest, Response, UpgradeRequest, WSApp
 
 __all__ = [
     "OPCODE_BINARY",
@@ -52,14 +48,8 @@ __all__ = [
     "SEND_BACKPRESSURE",
     "SEND_DROPPED",
     "SEND_SUCCESS",
-    "HTTPApp",
-    "HTTPRequest",
-    "Response",
-    "Socket",
     "UVBridge",
     "UWSServer",
-    "UpgradeRequest",
-    "WSApp",
     "WSOptions",
     "library_path",
     "ws_buffered_amount",
@@ -155,66 +145,8 @@ class UVBridge:
             self._timer = None
 
 
-# ---------------------------------------------------------------------------------------------
-# HTTP
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: bytes = b"application/json"
-    headers: list[tuple[str, str]] | None = None
-    close: bool = False
-
-
-class HTTPApp(Protocol):
-    max_body_bytes: int
-    header_names: tuple[str, ...]
-    """Lower-case header names copied into every request (uWS headers die with the callback).
-    An optional ``all_header_prefixes: tuple[str, ...]`` attribute names path prefixes whose
-    requests get every header (read once, when the server is created)."""
-
-    def handle(self, request: HTTPRequest) -> Coroutine[Any, Any, Response]: ...
-
-    def error_response(self, request: HTTPRequest, status: int, message: str) -> Response: ...
-
-
 def _respond(request: HTTPRequest, resp: Response) -> None:
     request.respond(resp.status, resp.body, resp.content_type, resp.headers, resp.close)
-
-
-# ---------------------------------------------------------------------------------------------
-# WebSocket
-
-
-class Socket(Protocol):
-    """The per-connection object the gateway attaches to a WebSocket at upgrade time.
-
-    uWS holds a strong reference to it from ``accept`` until after the close handler."""
-
-    ws: Any
-    """The native WebSocket (an int for the ``ws_*`` functions) while open, else None (set by
-    the transport)."""
-
-
-class WSApp(Protocol):
-    query_names: tuple[str, ...]
-    header_names: tuple[str, ...]
-
-    def upgrade(self, request: UpgradeRequest) -> Coroutine[Any, Any, Socket | Response | None]:
-        """Return the Socket object to accept with, None to refuse with 403, or a Response to
-        refuse with (e.g. 429 with ``Retry-After``)."""
-
-    def on_open(self, sock: Any) -> None: ...
-
-    def on_message(self, sock: Any, data: bytes, opcode: int) -> None: ...
-
-    def on_close(self, sock: Any, code: int, reason: bytes) -> None: ...
-
-    def on_pong(self, sock: Any) -> None: ...
-
-    def on_drain(self, sock: Any) -> None: ...
 
 
 @dataclass(slots=True)

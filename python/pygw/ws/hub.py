@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pygw._native import ChannelPolicy, ClientFrame, FrameError, TokenError, decode_frame
-from pygw.errors import BackendUnavailable
+from pygw._native import ClientFrame, FrameError, TokenError, decode_frame
+from pygw.core.errors import BackendUnavailable
+from pygw.core.timeutil import iso_from_unix, now_iso
 from pygw.http.errors import HTTPError, closing_error_response
 from pygw.store.base import ConnectionRecord
-from pygw.timeutil import iso_from_unix, now_iso
 from pygw.transport import eager, uws
-from pygw.transport.uws import Response, UpgradeRequest
+from pygw.transport.types import Response, UpgradeRequest
 from pygw.ws.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -108,9 +108,7 @@ class Hub:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         settings = gw.settings
-        self.policy = ChannelPolicy(
-            orjson.dumps(settings.namespaces), settings.allow_unknown_namespaces
-        )
+        self.policy = gw.policy
         self.max_errors = settings.ws_max_errors
         self.max_connections = 1 << 30
         """Set by Gateway.start: PYGW_WS_MAX_CONNECTIONS, or from the open-file limit."""

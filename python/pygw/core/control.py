@@ -1,0 +1,91 @@
+"""Cluster control messages: typed, with one encoding.
+
+Every node receives every control message (its own included) through the broker's control
+channel. Producers build one of the dataclasses below and hand it to
+:meth:`pygw.broker.base.Broker.publish_control`; the broker encodes it with :func:`encode`, and
+every node's broker decodes it with :func:`decode` and passes it to its
+:class:`~pygw.broker.base.BrokerHandler`. Unknown or malformed messages (from a newer or broken
+peer) decode to None and are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pygw.core.codes import CLOSE_NORMAL
+
+
+@dataclass(slots=True, frozen=True)
+class Revoke:
+    """An access token (by ``jti``) is revoked until ``exp``."""
+
+    jti: str
+    exp: int
+    op: str = field(default="revoke", init=False)
+
+
+@dataclass(slots=True, frozen=True)
+class Disconnect:
+    """Close ``user``'s sockets (only those of login ``family`` when given)."""
+
+    user: str
+    family: str | None = None
+    code: int = CLOSE_NORMAL
+    reason: str = ""
+    op: str = field(default="disconnect", init=False)
+
+
+@dataclass(slots=True, frozen=True)
+class RoutesChanged:
+    """The dynamic route table changed in storage: reload it."""
+
+    op: str = field(default="routes", init=False)
+
+
+@dataclass(slots=True, frozen=True)
+class Query:
+    """A cluster-wide question (``Broker.gather``); answers go to the list ``reply_to``."""
+
+    name: str
+    args: dict[str, Any]
+    reply_to: str
+    op: str = field(default="query", init=False)
+
+
+ControlMessage = Revoke | Disconnect | RoutesChanged | Query
+
+
+def encode(message: ControlMessage, origin: str) -> bytes:
+    """The wire form: a JSON object with ``op``, the message's fields and the sender's id."""
+    body: dict[str, Any] = {"origin": origin}
+    for name in message.__slots__:
+        body[name] = getattr(message, name)
+    return orjson.dumps(body)
+
+
+def decode(raw: bytes) -> ControlMessage | None:
+    """The message, or None for anything this node does not understand."""
+    try:
+        body = orjson.loads(raw)
+        op = body.get("op")
+        if op == "revoke":
+            return Revoke(str(body["jti"]), int(body["exp"]))
+        if op == "disconnect":
+            family = body.get("family")
+            return Disconnect(
+                str(body["user"]),
+                None if family is None else str(family),
+                int(body.get("code", CLOSE_NORMAL)),
+                str(body.get("reason", "")),
+            )
+        if op == "routes":
+            return RoutesChanged()
+        if op == "query":
+            args = body.get("args") or {}
+            return Query(str(body["name"]), dict(args), str(body["reply_to"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return None

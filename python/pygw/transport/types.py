@@ -1,0 +1,69 @@
+"""What a transport and the application above it exchange: requests (native objects), responses,
+and the protocols the HTTP and WebSocket applications implement. Shared by the uWS transport and
+every layer that builds responses, so none of them imports a particular transport.
+
+Requests are native objects: :class:`HTTPRequest` (``.method .path .query_string .headers
+.client_ip .body .params .state``, ``.respond(...)``) and :class:`UpgradeRequest` (``.accept``,
+``.reject``). ``HTTPRequest(method, path, query, headers, client_ip)`` builds a detached request
+(tests, micro-benchmarks) whose ``respond`` does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pygw._native import HTTPRequest, UpgradeRequest
+
+__all__ = ["HTTPApp", "HTTPRequest", "Response", "Socket", "UpgradeRequest", "WSApp"]
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    headers: list[tuple[str, str]] | None = None
+    close: bool = False
+
+
+class HTTPApp(Protocol):
+    max_body_bytes: int
+    header_names: tuple[str, ...]
+    """Lower-case header names copied into every request (uWS headers die with the callback).
+    An optional ``all_header_prefixes: tuple[str, ...]`` attribute names path prefixes whose
+    requests get every header (read once, when the server is created)."""
+
+    def handle(self, request: HTTPRequest) -> Coroutine[Any, Any, Response]: ...
+
+    def error_response(self, request: HTTPRequest, status: int, message: str) -> Response: ...
+
+
+class Socket(Protocol):
+    """The per-connection object the gateway attaches to a WebSocket at upgrade time.
+
+    uWS holds a strong reference to it from ``accept`` until after the close handler."""
+
+    ws: Any
+    """The native WebSocket (an int for the ``ws_*`` functions) while open, else None (set by
+    the transport)."""
+
+
+class WSApp(Protocol):
+    query_names: tuple[str, ...]
+    header_names: tuple[str, ...]
+
+    def upgrade(self, request: UpgradeRequest) -> Coroutine[Any, Any, Socket | Response | None]:
+        """Return the Socket object to accept with, None to refuse with 403, or a Response to
+        refuse with (e.g. 429 with ``Retry-After``)."""
+
+    def on_open(self, sock: Any) -> None: ...
+
+    def on_message(self, sock: Any, data: bytes, opcode: int) -> None: ...
+
+    def on_close(self, sock: Any, code: int, reason: bytes) -> None: ...
+
+    def on_pong(self, sock: Any) -> None: ...
+
+    def on_drain(self, sock: Any) -> None: ...
