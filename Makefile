@@ -75,6 +75,7 @@ lint:
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/ruff format --check python tests benches examples
 	$(VENV)/bin/mypy
+	cd python && ../$(VENV)/bin/lint-imports ../pyproject.toml --no-cache
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -q -- -D warnings
 

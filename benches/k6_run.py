@@ -34,7 +34,7 @@ from typing import Any
 
 from benches import _client as c
 from benches import _harness as h
-from pygw.ws.hub import PING_GROUPS
+from pygw.ws.keepalive import PING_GROUPS
 
 PROFILES = {
     # profile: (script, accounts, session seconds, interval ms, timeout seconds)

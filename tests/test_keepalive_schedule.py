@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pygw.ws.hub import MIN_PING_TICK, PING_GROUPS, ping_schedule
+from pygw.ws.keepalive import MIN_PING_TICK, PING_GROUPS, ping_schedule
 
 
 @pytest.mark.parametrize("interval", [0.05, 0.3, 1.0, 5.0, 25.0, 600.0])

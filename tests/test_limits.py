@@ -16,8 +16,10 @@ from redis.asyncio import Redis
 
 from pygw._native import RateLimiter
 from pygw.config import ConfigError, Settings
+from pygw.core.errors import TooManyRequests
 from pygw.core.netaddr import ClientAddress, ip_key
 from pygw.core.rates import Rate, parse_rate
+from pygw.http.errors import from_domain
 from pygw.limits import Limits, MemoryBucket, RedisBucket, redis_client
 from pygw.metrics import Metrics
 from redis_server import RedisServer, free_port
@@ -267,9 +269,11 @@ async def test_limits_count_refusals_and_clear_on_login_success() -> None:
     limits = Limits(Settings.from_env({"PYGW_RATE_LOGIN": "2/60"}), metrics)
     await limits.login("bob", "127.0.0.1")
     await limits.login("bob", "127.0.0.1")
-    with pytest.raises(Exception, match="429") as err:
+    with pytest.raises(TooManyRequests) as err:
         await limits.login("bob", "127.0.0.1")
-    assert err.value.headers == [("Retry-After", "30")]  # type: ignore[attr-defined]
+    answer = from_domain(err.value)  # what HTTP clients get
+    assert answer.status == 429
+    assert answer.headers == [("Retry-After", "30")]
     assert metrics.rate_limited["login"] == 1
     await limits.login_succeeded("bob")
     await limits.login("bob", "127.0.0.1")

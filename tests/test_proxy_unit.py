@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pygw.http.errors import HTTPError
+from pygw.core.errors import BadRequest
 from pygw.proxy import CircuitBreaker, target_url
 from pygw.store.base import RouteRecord
 
@@ -86,6 +86,6 @@ def test_target_url(base_url: str, path: str, rest: str, query: str, expected: s
 
 @pytest.mark.parametrize("rest", ["..", "a/../b", "%2e%2E/x", "a/.", "..%2Fetc"])
 def test_target_url_refuses_dot_segments(rest: str) -> None:
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(BadRequest) as info:
         target_url(route("http://h", "/jail"), rest, "")
     assert info.value.status == 400

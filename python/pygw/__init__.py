@@ -5,13 +5,9 @@ Auth, sessions, WebSockets and channels, on one node or many sharing Redis.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = metadata.version("pygw")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from pygw.core.version import __version__
 
 if TYPE_CHECKING:
     from pygw.config import Settings

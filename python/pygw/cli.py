@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pygw import __version__
 from pygw.config import ConfigError, Settings
+from pygw.core.version import __version__
 
 log = logging.getLogger("pygw.cli")
 

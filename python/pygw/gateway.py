@@ -1,5 +1,6 @@
-"""The gateway node: wires settings, storage, broker, auth, the WebSocket hub and the HTTP API
-onto one uWS server, and runs it until SIGTERM/SIGINT (flushing pending writes first).
+"""The gateway node, and the composition root: it builds every service from the settings, wires
+them to each other (each gets only what it uses), runs them on one uWS server, and stops them
+gracefully on SIGTERM/SIGINT. It is also the embedding API.
 
 Embedding::
 
@@ -23,13 +24,14 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 
-from pygw import __version__
-from pygw._native import ChannelPolicy
+from pygw._native import ChannelPolicy, ClientFrame
+from pygw.api import build_router
+from pygw.api.services import NodeInfo, Services
 from pygw.auth.passwords import PasswordHasher
 from pygw.auth.service import AuthService
 from pygw.auth.tokens import TokenService
@@ -37,14 +39,16 @@ from pygw.broker.base import Broker, Publication
 from pygw.broker.publish import ChannelPublisher
 from pygw.config import FD_RESERVE, Settings
 from pygw.core import control
-from pygw.core.errors import BackendUnavailable
 from pygw.core.netaddr import ClientAddress
+from pygw.core.tasks import BackgroundTasks
+from pygw.core.version import __version__
 from pygw.http.app import HTTPApplication
-from pygw.http.cors import CORS, OriginMatcher
-from pygw.http.routing import Router
+from pygw.http.auth import Authenticator
+from pygw.http.cors import CORS
+from pygw.http.ratelimit import http_rate_hook
 from pygw.limits import Limits
-from pygw.metrics import Metrics
-from pygw.proxy import ProxyService
+from pygw.metrics import Metrics, registry_for
+from pygw.proxy import ProxyClient, RouteTable
 from pygw.store.base import Storage
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
@@ -92,11 +96,12 @@ def raise_open_file_limit() -> int:
 
 class Gateway:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
-        self.settings = settings if settings is not None else Settings.from_env(**overrides)
-        s = self.settings
+        self.settings = s = settings if settings is not None else Settings.from_env(**overrides)
         self.version = __version__
         self.node_id = s.gateway_id
+        self.node = NodeInfo(s.gateway_id, __version__, workers=s.workers, port=s.port)
         self.metrics = Metrics()
+        self.tasks = BackgroundTasks()
         self.storage, self.broker = create_backends(s)
         self.broker.stats_provider = self.node_stats
         self.storage.on_flush = self._observe_flush
@@ -113,22 +118,55 @@ class Gateway:
             s, self.storage, self.broker, self.tokens, self.passwords, self.publisher, self.metrics
         )
         self.limits = Limits(s, self.metrics)
-        self._client_address = ClientAddress(s.trusted_proxies)
-        self.hub = Hub(self)
-        self.router = Router()
-        self._server: UWSServer | None = None
-        self.port = s.port
-        self.started_monotonic = time.monotonic()
-        self.started_at = time.time()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._stop_requested: asyncio.Event | None = None
-        self._stopped = False
-        self.proxy = ProxyService(self)
-        self._build_routes()
-        rate_hook = self.limits.http_hook(self)
+        self.client_address = ClientAddress(s.trusted_proxies)
+        self.hub = Hub(
+            s,
+            tokens=self.tokens,
+            storage=self.storage,
+            broker=self.broker,
+            publisher=self.publisher,
+            rules=self.policy,
+            limits=self.limits,
+            client_address=self.client_address,
+            metrics=self.metrics,
+            tasks=self.tasks,
+        )
+        self.routes = RouteTable(
+            self.storage,
+            self.broker,
+            self.tasks,
+            breaker_failures=s.breaker_failures,
+            breaker_reset_seconds=s.breaker_reset_seconds,
+        )
+        self.proxy = ProxyClient(
+            self.routes,
+            self.metrics,
+            max_connections=s.proxy_max_connections,
+            max_response_bytes=s.proxy_max_response_bytes,
+        )
+        self.hub.messages.fallback = self._ws_route
+        router = build_router()
+        self.services = Services(
+            settings=s,
+            node=self.node,
+            storage=self.storage,
+            broker=self.broker,
+            publisher=self.publisher,
+            auth=self.auth,
+            limits=self.limits,
+            client_address=self.client_address,
+            connections=self.hub,
+            routes=self.routes,
+            proxy=self.proxy,
+            metrics=self.metrics,
+            metrics_registry=registry_for(self.metrics, self._gauges),
+            api_routes=router.routes,
+        )
+        rate_hook = http_rate_hook(self.limits, self.auth, self.client_address)
         self.http = HTTPApplication(
-            self.router,
-            self.auth,
+            router,
+            Authenticator(self.auth),
+            self.services,
             max_body_bytes=s.max_body_bytes,
             hooks=[rate_hook] if rate_hook is not None else None,
             cors=CORS(s.cors_origins, s.cors_allow_credentials),
@@ -136,15 +174,9 @@ class Gateway:
             access_log=s.access_log,
             forwarded_headers=bool(s.trusted_proxies),
         )
-        self.ws_origins = OriginMatcher(s.ws_allowed_origins)
-
-    def _build_routes(self) -> None:
-        from pygw.routes import admin, docs, health, ops, proxy, push, sessions
-
-        for module in (sessions, health, admin, push, ops, proxy):
-            self.router.include(module.build(self))
-        # Docs last: the OpenAPI document describes every route registered before it.
-        self.router.include(docs.build(self))
+        self._server: UWSServer | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stopped = False
 
     # -- embedding API -----------------------------------------------------------------------------
     def on(
@@ -167,14 +199,43 @@ class Gateway:
 
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish to a channel on every node (JSON-serialisable ``data``)."""
-        return await self.publish_raw(channel, orjson.dumps(data))
+        return await self.publisher.publish(channel, orjson.dumps(data))
 
     async def publish_raw(self, channel: str, data_json: bytes) -> Publication:
+        """Publish JSON text to a channel on every node."""
         return await self.publisher.publish(channel, data_json)
 
     async def push(self, user_id: str, data: Any) -> Publication:
         """Send to every connection of ``user_id`` on every node."""
         return await self.publisher.push(user_id, orjson.dumps(data))
+
+    # -- wiring ------------------------------------------------------------------------------------
+    def _ws_route(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any] | None:
+        """Client messages whose type is a ``ws_supported`` dynamic route go to its backend."""
+        route = self.routes.get(frame.type)
+        if route is None or not route.ws_supported:
+            return None
+        return self.proxy.ws_call(route, conn.user_id, conn.session_id, frame.data)
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "ws_connections": self.hub.connection_count,
+            "ws_users": self.hub.user_count,
+            "uptime_seconds": self.node.uptime,
+        }
+
+    def _observe_flush(self, sessions: int, seconds: float) -> None:
+        self.metrics.flush_batch_size.observe(sessions)
+        self.metrics.flush_seconds.observe(seconds)
+
+    def node_stats(self) -> dict[str, Any]:
+        """What this node reports to the others (heartbeat)."""
+        return {
+            "node_id": self.node_id,
+            "connections": self.hub.connection_count,
+            "users": self.hub.user_count,
+            "port": self.node.port,
+        }
 
     # -- broker events (BrokerHandler) -----------------------------------------------------------
     def on_publication(
@@ -190,9 +251,11 @@ class Gateway:
         if isinstance(message, control.Revoke):
             self.tokens.revoke_local(message.jti, message.exp)
         elif isinstance(message, control.Disconnect):
-            self.hub.disconnect_user(message.user, message.family, message.code, message.reason)
+            self.hub.registry.disconnect_user(
+                message.user, message.family, message.code, message.reason
+            )
         elif isinstance(message, control.RoutesChanged):
-            self.proxy.request_reload()
+            self.routes.request_reload()
 
     def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """This node's answer to a cluster-wide query (``Broker.gather``)."""
@@ -201,13 +264,13 @@ class Gateway:
         return {"gateway_id": self.node_id, "error": f"unknown query {name!r}"}
 
     def on_resync(self) -> None:
-        self.spawn(self.auth.load_revocations())
-        self.proxy.request_reload()
+        self.tasks.spawn(self.auth.load_revocations())
+        self.routes.request_reload()
 
-    # -- helpers used by routes and the hub ------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
     @property
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
+    def port(self) -> int:
+        return self.node.port
 
     @property
     def server(self) -> UWSServer:
@@ -215,71 +278,17 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         return self._server
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` in the background, keeping a reference and logging its failure."""
-        task = asyncio.get_running_loop().create_task(coro)
-        return self.track(task)
-
-    def track(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background task failed: %r", task.exception())
-
-    def client_ip(self, headers: dict[str, str], peer: str) -> str:
-        """The peer address, or the forwarded client address when the peer is a trusted proxy
-        (``PYGW_TRUSTED_PROXIES``)."""
-        return self._client_address.resolve(headers, peer)
-
-    def check_ws_origin(self, origin: str | None) -> str | None:
-        """None if the WebSocket Origin is allowed, else why not (cross-site WebSocket hijacking
-        protection; clients that send no Origin are not browsers and are let through)."""
-        if origin is None or not self.ws_origins.enabled or self.ws_origins.allows(origin):
-            return None
-        return f"Origin {origin} not allowed"
-
-    def check_ws_rate(self, conn: Connection) -> bool:
-        return self.limits.ws_message(conn.id)
-
-    def _observe_flush(self, sessions: int, seconds: float) -> None:
-        self.metrics.flush_batch_size.observe(sessions)
-        self.metrics.flush_seconds.observe(seconds)
-
-    def node_stats(self) -> dict[str, Any]:
-        """What this node reports to the others (heartbeat)."""
-        return {
-            "node_id": self.node_id,
-            "connections": self.hub.connection_count,
-            "users": self.hub.user_count,
-            "port": self.port,
-        }
-
-    async def cluster_connections(self) -> dict[str, int] | None:
-        """Connections per live node (None if the backend cannot tell right now)."""
-        try:
-            nodes = await self.broker.nodes()
-        except BackendUnavailable:
-            return None
-        counts = {node: int(info.get("connections", 0)) for node, info in nodes.items()}
-        counts[self.node_id] = self.hub.connection_count
-        return counts
-
-    # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         s = self.settings
         fd_limit = raise_open_file_limit()
-        self.hub.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
+        self.hub.registry.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
         await self.storage.start()
         await self.broker.start(self)
         revoked = await self.auth.load_revocations()
-        await self.proxy.start()
-        loop = asyncio.get_running_loop()
+        self.proxy.start()
+        await self.routes.start()
         self._server = UWSServer(
-            loop,
+            asyncio.get_running_loop(),
             self.http,
             self.hub,
             WSOptions(
@@ -292,19 +301,19 @@ class Gateway:
             ),
             http_batch=s.http_batch,
         )
-        self.port = self._server.listen(host or s.host, s.port if port is None else port)
-        self.hub.start()
-        self.started_monotonic = time.monotonic()
+        self.node.port = self._server.listen(host or s.host, s.port if port is None else port)
+        self.hub.start(self._server)
+        self.node.started = time.monotonic()
         log.info(
             "pygw %s listening on %s:%d (gateway %s, %s backend, %d revoked tokens loaded)",
             self.version,
             host or s.host,
-            self.port,
+            self.node.port,
             self.node_id,
             self.storage.name,
             revoked,
         )
-        return self.port
+        return self.node.port
 
     async def stop(self) -> None:
         """Stop accepting, close sockets (1001), flush pending writes, release everything."""
@@ -315,9 +324,10 @@ class Gateway:
         if server is not None:
             server.close_listener()
             self.hub.stop()
-            closed = self.hub.close_all()
+            closed = self.hub.registry.close_all()
             if closed:
                 await asyncio.sleep(0.05)  # let the close frames leave
+        self.routes.close()
         await self.proxy.close()
         try:
             await self.storage.close()
@@ -325,8 +335,7 @@ class Gateway:
             log.exception("flushing storage on shutdown failed")
         await self.broker.close()
         await self.limits.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self.tasks.cancel_all()
         self.passwords.close()
         if server is not None:
             server.close()

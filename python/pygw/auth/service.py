@@ -18,9 +18,8 @@ from pygw.broker.base import Broker
 from pygw.broker.publish import ChannelPublisher
 from pygw.config import Settings
 from pygw.core.control import Revoke
+from pygw.core.errors import Conflict, Forbidden, Unauthenticated
 from pygw.core.timeutil import now_iso
-from pygw.http.errors import HTTPError, bad_request, forbidden, unauthorized
-from pygw.http.routing import Auth, Context
 from pygw.metrics import Metrics
 from pygw.store.base import ConnectionRecord, RefreshFamily, SessionRecord, Storage, UserRecord
 
@@ -73,48 +72,23 @@ class AuthService:
 
     # -- authentication (sync: runs on every request) --------------------------------------------
     def verify_access(self, token: str) -> Claims:
-        """Verify an access token; raises HTTPError 401 with the contract's messages."""
+        """Verify an access token; raises Unauthenticated with the contract's messages."""
         try:
             return self.tokens.verify(token)
         except ExpiredToken:
             self.metrics.auth["token_expired"] += 1
-            raise unauthorized("Token expired") from None
+            raise Unauthenticated("Token expired") from None
         except RevokedToken:
             self.metrics.auth["token_revoked"] += 1
-            raise unauthorized("Token revoked") from None
+            raise Unauthenticated("Token revoked") from None
         except InvalidToken:
             self.metrics.auth["token_invalid"] += 1
-            raise unauthorized("Invalid token") from None
-
-    def bearer(self, ctx: Context) -> Claims:
-        header = ctx.request.headers.get("authorization")
-        if not header:
-            raise unauthorized("Not authenticated")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            raise unauthorized("Not authenticated")
-        token = token.strip()
-        if not token:
-            raise unauthorized("Authentication required")
-        return self.verify_access(token)
+            raise Unauthenticated("Invalid token") from None
 
     def api_key_valid(self, key: str) -> bool:
         raw = key.encode()
         # Compare against every key so timing does not reveal which prefix matched.
         return any([hmac.compare_digest(raw, k) for k in self.api_keys])
-
-    def authenticate(self, ctx: Context, auth: Auth) -> None:
-        if auth == "server":
-            key = ctx.request.headers.get("x-api-key")
-            if key is not None:
-                if not self.api_keys or not self.api_key_valid(key):
-                    raise unauthorized("Invalid API key")
-                ctx.api_key = key
-                return
-        claims = self.bearer(ctx)
-        ctx.claims = claims
-        if auth in ("admin", "server") and claims.role != "admin":
-            raise forbidden("Access denied. Required roles: admin")
 
     # -- accounts --------------------------------------------------------------------------------
     async def register(self, username: str, email: str, password: str) -> None:
@@ -124,7 +98,7 @@ class AuthService:
             UserRecord(username=username, email=email, password=hashed, role=role)
         )
         if not created:
-            raise bad_request("Username already exists")
+            raise Conflict("Username already exists")
 
     async def create_user(self, username: str, email: str, password: str, role: str) -> bool:
         """For the CLI: create (or fail if present) a user with an explicit role."""
@@ -137,11 +111,11 @@ class AuthService:
         user = await self.storage.get_user(username)
         if user is None:
             self.metrics.auth["login_failure"] += 1
-            raise unauthorized("Invalid username or password")
+            raise Unauthenticated("Invalid username or password")
         ok, rehashed = await self.passwords.verify(user.password, password)
         if not ok:
             self.metrics.auth["login_failure"] += 1
-            raise unauthorized("Invalid username or password")
+            raise Unauthenticated("Invalid username or password")
         self.metrics.auth["login_success"] += 1
         role = user.role or "user"
         fields: dict[str, str] = {"last_login": now_iso()}
@@ -208,14 +182,14 @@ class AuthService:
         try:
             claims = self.tokens.verify(refresh_token, typ="refresh")
         except ExpiredToken:
-            raise unauthorized("Token expired") from None
+            raise Unauthenticated("Token expired") from None
         except (InvalidToken, RevokedToken):
-            raise unauthorized("Invalid token") from None
+            raise Unauthenticated("Invalid token") from None
         if claims.fam is None or claims.jti is None or claims.sid is None:
-            raise unauthorized("Invalid token")
+            raise Unauthenticated("Invalid token")
         user = await self.storage.get_user(claims.sub)
         if user is None:
-            raise unauthorized("Invalid token")
+            raise Unauthenticated("Invalid token")
         role = user.role or "user"
         access = self.tokens.issue(
             username=claims.sub, role=role, session_id=claims.sid, family=claims.fam
@@ -232,10 +206,10 @@ class AuthService:
         if outcome.status == "reused" and outcome.family is not None:
             log.warning("refresh token reuse by %s: family %s revoked", claims.sub, claims.fam)
             await self._kill_family_tokens(outcome.family, "Refresh token reuse detected")
-            raise unauthorized("Token revoked")
+            raise Unauthenticated("Token revoked")
         if outcome.status == "revoked":
-            raise unauthorized("Token revoked")
-        raise unauthorized("Invalid token")
+            raise Unauthenticated("Token revoked")
+        raise Unauthenticated("Invalid token")
 
     async def logout(self, claims: Claims) -> None:
         await self.revoke(claims.jti, claims.exp)
@@ -283,11 +257,6 @@ class AuthService:
         await self.publisher.disconnect(username, reason, family=family)
 
 
-def require_admin(claims: Claims | None) -> None:
-    if claims is None or claims.role != "admin":
-        raise forbidden("Access denied. Required roles: admin")
-
-
 def ensure_owner_or_admin(claims: Claims, owner: str, message: str) -> None:
     if claims.sub != owner and claims.role != "admin":
-        raise HTTPError(403, message)
+        raise Forbidden(message)

@@ -1,5 +1,7 @@
-"""The HTTP application: match a route, authenticate, validate the body, call the endpoint, and
-turn whatever happens into a response (the error envelope for every failure)."""
+"""The HTTP application: match a route, run the hooks (rate limits), authenticate, validate the
+body, call the endpoint with the services it was built with, and turn whatever happens into a
+response (the error envelope for every failure; domain errors mapped by ``errors.from_domain``).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from pygw.core.errors import BackendUnavailable
+from pygw.core.envelope import envelope
+from pygw.core.errors import BackendUnavailable, PygwError
 from pygw.http.cors import CORS
 from pygw.http.errors import (
     HTTPError,
-    envelope,
     error_response,
+    from_domain,
     reason,
-    service_unavailable,
     validation_error,
 )
 from pygw.http.routing import Auth, Context, Route, Router
@@ -54,7 +56,7 @@ FORWARDED_HEADER_NAMES = ("x-forwarded-for", "x-real-ip")
 
 class Authenticator(Protocol):
     def authenticate(self, ctx: Context, auth: Auth) -> None:
-        """Fill ``ctx.claims``/``ctx.api_key`` or raise HTTPError (401/403)."""
+        """Fill ``ctx.claims``/``ctx.api_key`` or raise Unauthenticated/Forbidden."""
 
 
 Hook = Callable[[Context, Route], Awaitable[None] | None]
@@ -114,6 +116,7 @@ class HTTPApplication:
         self,
         router: Router,
         authenticator: Authenticator,
+        services: Any,
         *,
         max_body_bytes: int,
         hooks: list[Hook] | None = None,
@@ -124,6 +127,8 @@ class HTTPApplication:
     ) -> None:
         self.router = router
         self.authenticator = authenticator
+        self.services = services
+        """Handed to every endpoint as its second argument."""
         self.max_body_bytes = max_body_bytes
         self.hooks: list[Hook] = hooks or []
         self.cors = cors if cors is not None and cors.enabled else None
@@ -208,12 +213,15 @@ class HTTPApplication:
                 self.authenticator.authenticate(ctx, route.auth)
             if route.body is not None:
                 ctx.body = parse_body(route.body, request)
-            result = await route.endpoint(ctx)
+            result = await route.endpoint(ctx, self.services)
         except HTTPError as exc:
             return error_response(exc, request.path)
-        except BackendUnavailable as exc:
-            log.warning("backend unavailable during %s %s: %s", request.method, request.path, exc)
-            return error_response(service_unavailable(str(exc)), request.path)
+        except PygwError as exc:
+            if isinstance(exc, BackendUnavailable):
+                log.warning(
+                    "backend unavailable during %s %s: %s", request.method, request.path, exc
+                )
+            return error_response(from_domain(exc), request.path)
         except ValidationError as exc:
             return error_response(validation_error(pydantic_errors(exc, "query")), request.path)
         response = render(result, route.status_code)

@@ -1,7 +1,6 @@
-"""The one error envelope every HTTP error uses (SPEC §1).
-
-``{"error": str, "detail": str|null, "status_code": int, "timestamp": iso, "path": str}``;
-422 adds ``errors``; 429 adds ``retry_after`` (and a ``Retry-After`` header).
+"""HTTP errors: :class:`HTTPError` (what routes raise for HTTP-only failures), the mapping of
+domain errors (:mod:`pygw.core.errors`) to HTTP in exactly one place (:func:`from_domain`), and
+the error envelope response (SPEC §1, :mod:`pygw.core.envelope`).
 """
 
 from __future__ import annotations
@@ -9,9 +8,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import orjson
-
-from pygw.core.timeutil import now_iso
+from pygw.core import errors as domain
+from pygw.core.envelope import envelope, retry_seconds
 from pygw.transport.types import Response
 
 
@@ -47,20 +45,8 @@ def not_found(message: str) -> HTTPError:
     return HTTPError(404, "Not Found", message)
 
 
-def bad_request(message: str) -> HTTPError:
-    return HTTPError(400, message)
-
-
-def unauthorized(message: str) -> HTTPError:
-    return HTTPError(401, message, headers=[("WWW-Authenticate", "Bearer")])
-
-
-def forbidden(message: str) -> HTTPError:
-    return HTTPError(403, message)
-
-
 def too_many_requests(retry_after: float, message: str = "Too Many Requests") -> HTTPError:
-    seconds = max(1, int(retry_after + 0.999))
+    seconds = retry_seconds(retry_after)
     return HTTPError(
         429,
         message,
@@ -72,25 +58,6 @@ def too_many_requests(retry_after: float, message: str = "Too Many Requests") ->
 
 def service_unavailable(detail: str) -> HTTPError:
     return HTTPError(503, "Service Unavailable", detail)
-
-
-def envelope(
-    status: int,
-    error: str,
-    detail: str | None,
-    path: str,
-    extra: dict[str, Any] | None = None,
-) -> bytes:
-    body: dict[str, Any] = {
-        "error": error,
-        "detail": detail,
-        "status_code": status,
-        "timestamp": now_iso(),
-        "path": path,
-    }
-    if extra:
-        body.update(extra)
-    return orjson.dumps(body)
 
 
 def error_response(exc: HTTPError, path: str) -> Response:
@@ -115,3 +82,25 @@ def validation_error(errors: list[dict[str, Any]], detail: str | None = None) ->
         where = ".".join(str(p) for p in first["loc"])
         detail = f"{where}: {first['msg']}" if where else first["msg"]
     return HTTPError(422, "Validation Error", detail, extra={"errors": errors})
+
+
+def from_domain(exc: domain.PygwError) -> HTTPError:
+    """The HTTP answer to a domain error (the one place they are mapped)."""
+    if isinstance(exc, domain.Unauthenticated):
+        return HTTPError(401, exc.message, exc.detail, headers=[("WWW-Authenticate", "Bearer")])
+    if isinstance(exc, domain.NotFound):
+        return not_found(exc.message)
+    if isinstance(exc, domain.TooManyRequests):
+        return too_many_requests(exc.retry_after, exc.message)
+    if isinstance(exc, domain.BackendUnavailable):
+        return service_unavailable(exc.message)
+    if isinstance(exc, domain.Invalid):
+        return validation_error([{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}])
+    if isinstance(exc, domain.Upstream):
+        headers = None
+        if exc.retry_after is not None:
+            headers = [("Retry-After", str(retry_seconds(exc.retry_after)))]
+        return HTTPError(exc.status, None, exc.message, headers=headers)
+    if isinstance(exc, domain.TooLarge):
+        return HTTPError(413, None, exc.message)
+    return HTTPError(exc.status, exc.message, exc.detail)

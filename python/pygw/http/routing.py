@@ -39,7 +39,9 @@ class Context:
         return self.request.params
 
 
-Endpoint = Callable[[Context], Awaitable[Any]]
+Endpoint = Callable[[Context, Any], Awaitable[Any]]
+"""``endpoint(ctx, services)``: the services object is the one the application was built with
+(see :mod:`pygw.api.services`)."""
 
 
 @dataclass(slots=True)

@@ -38,7 +38,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from pygw import _native
+from pygw._native import (
+    UWSApp,
+    ws_buffered_amount,
+    ws_remote_address,
+    ws_send,
+    ws_subscribe,
+    ws_unsubscribe,
+)
+from pygw._native import ws_close as ws_close_now
+from pygw._native import ws_end as _ws_end
 from pygw.transport import eager
 from pygw.transport.types import HTTPApp, HTTPRequest, Response, UpgradeRequest, WSApp
 
@@ -95,7 +104,7 @@ def library_path() -> str:
 class UVBridge:
     """Drive the native app's libuv loop from a running asyncio loop without busy-polling."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: _native.UWSApp) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: UWSApp) -> None:
         self._loop = loop
         self._app = app
         self._run_nowait = app.run_nowait
@@ -172,23 +181,16 @@ def _report(what: str, exc: BaseException) -> None:
 
 # --- operations on open sockets (used by the gateway's connection objects) ----------------------
 
-ws_send = _native.ws_send
-"""``ws_send(ws, data, opcode=OPCODE_TEXT) -> int``: send one frame. Inside uWS callbacks the write
-is corked by uWS; from asyncio it is corked natively so it leaves at once. Returns SEND_SUCCESS,
-SEND_BACKPRESSURE or SEND_DROPPED."""
-
-ws_close_now = _native.ws_close
-"""Terminate the TCP connection without a close handshake (the close handler runs first)."""
-
-ws_subscribe = _native.ws_subscribe
-ws_unsubscribe = _native.ws_unsubscribe
-ws_buffered_amount = _native.ws_buffered_amount
-ws_remote_address = _native.ws_remote_address
+# Native, imported above: ``ws_send(ws, data, opcode=OPCODE_TEXT) -> int`` sends one frame
+# (inside uWS callbacks the write is corked by uWS; from asyncio it is corked natively so it
+# leaves at once; returns SEND_SUCCESS, SEND_BACKPRESSURE or SEND_DROPPED); ``ws_close_now``
+# terminates the TCP connection without a close handshake (the close handler runs first);
+# ``ws_subscribe``, ``ws_unsubscribe``, ``ws_buffered_amount``, ``ws_remote_address``.
 
 
 def ws_end(ws: int, code: int, reason: bytes = b"") -> None:
     """Close gracefully with a close frame (code, reason); the close handler runs first."""
-    _native.ws_end(ws, code, reason)
+    _ws_end(ws, code, reason)
     server = _server
     if server is not None and not server.app.in_uv:
         server.bridge.kick()
@@ -215,7 +217,7 @@ class UWSServer:
         self.loop = loop
         self.http_app = http_app
         self.ws_app = ws_app
-        self.app = _native.UWSApp(library_path(), _report)
+        self.app = UWSApp(library_path(), _report)
         self.bridge = UVBridge(loop, self.app)
         self._handle = http_app.handle
         self.port = 0
@@ -268,6 +270,11 @@ class UWSServer:
         self.bridge.close()
         if _server is self:
             _server = None
+
+    @property
+    def in_uv(self) -> bool:
+        """True while uWS callbacks run (their writes are corked by uWS)."""
+        return self.app.in_uv
 
     # -- publish --------------------------------------------------------------------------------
     def publish(self, topic: bytes, message: bytes, opcode: int = OPCODE_TEXT) -> bool:

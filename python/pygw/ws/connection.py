@@ -12,15 +12,10 @@ from typing import Any
 
 import orjson
 
+from pygw.core.codes import CLOSE_NORMAL
 from pygw.transport import uws
 
 _ids = itertools.count(1)
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
 
 
 class Connection:

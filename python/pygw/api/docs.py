@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 import swagger_ui_bundle
 
-from pygw.http.errors import not_found
+from pygw.api.models import ErrorEnvelope
+from pygw.api.services import Services
+from pygw.core.errors import NotFound
 from pygw.http.openapi import build_openapi
 from pygw.http.routing import Context, Router
-from pygw.models import ErrorEnvelope
 from pygw.transport.types import Response
-
-if TYPE_CHECKING:
-    from pygw.gateway import Gateway
 
 HTML = b"text/html; charset=utf-8"
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
@@ -57,38 +54,38 @@ def _asset(name: str) -> tuple[bytes, bytes]:
     return (directory / name).read_bytes(), content_type
 
 
-def build(gw: Gateway) -> Router:
-    router = Router()
-    cache: dict[str, bytes] = {}
+router = Router()
 
-    @router.get("/openapi.json", summary="The OpenAPI document", include_in_schema=False)
-    async def openapi(ctx: Context) -> Response:
-        body = cache.get("openapi")
-        if body is None:
-            doc = build_openapi(
-                gw.router.routes,
-                title="pygw",
-                version=gw.version,
-                description=DESCRIPTION,
-                error_model=ErrorEnvelope,
-            )
-            body = cache["openapi"] = orjson.dumps(doc)
-        return Response(200, body)
 
-    @router.get("/docs", include_in_schema=False)
-    async def docs(ctx: Context) -> Response:
-        return Response(200, SWAGGER_PAGE, HTML)
+@router.get("/openapi.json", summary="The OpenAPI document", include_in_schema=False)
+async def openapi(ctx: Context, svc: Services) -> Response:
+    body = svc.cache.get("openapi")
+    if body is None:
+        doc = build_openapi(
+            svc.api_routes,
+            title="pygw",
+            version=svc.node.version,
+            description=DESCRIPTION,
+            error_model=ErrorEnvelope,
+        )
+        body = svc.cache["openapi"] = orjson.dumps(doc)
+    return Response(200, body)
 
-    @router.get("/redoc", include_in_schema=False)
-    async def redoc(ctx: Context) -> Response:
-        return Response(200, REDOC_PAGE, HTML)
 
-    @router.get("/docs/assets/{name}", include_in_schema=False)
-    async def asset(ctx: Context) -> Response:
-        name = ctx.params["name"]
-        if name not in ASSETS:
-            raise not_found("Asset not found")
-        body, content_type = _asset(name)
-        return Response(200, body, content_type, headers=[("Cache-Control", "max-age=86400")])
+@router.get("/docs", include_in_schema=False)
+async def docs(ctx: Context, svc: Services) -> Response:
+    return Response(200, SWAGGER_PAGE, HTML)
 
-    return router
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc(ctx: Context, svc: Services) -> Response:
+    return Response(200, REDOC_PAGE, HTML)
+
+
+@router.get("/docs/assets/{name}", include_in_schema=False)
+async def asset(ctx: Context, svc: Services) -> Response:
+    name = ctx.params["name"]
+    if name not in ASSETS:
+        raise NotFound("Asset not found")
+    body, content_type = _asset(name)
+    return Response(200, body, content_type, headers=[("Cache-Control", "max-age=86400")])

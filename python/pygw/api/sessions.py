@@ -1,0 +1,270 @@
+"""``/sessions/*``: accounts, login/logout/refresh, sessions and connection records (SPEC §2)."""
+
+from __future__ import annotations
+
+import uuid
+
+from pygw.api.models import (
+    ConnectionResponse,
+    LoginRequest,
+    LoginResponse,
+    MessageResponse,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+    SessionCreateRequest,
+    SessionResponse,
+    SessionSummary,
+    SessionUpdateRequest,
+    UserInfo,
+    UserSessionsResponse,
+)
+from pygw.api.services import Services
+from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
+from pygw.core.errors import Forbidden, NotFound, NotOwner
+from pygw.core.timeutil import now_iso
+from pygw.http.routing import Context, Router
+from pygw.store.base import SessionRecord
+from pygw.transport.types import HTTPRequest
+
+TAGS = ("sessions",)
+ADMIN_ONLY = "Access denied. Required roles: admin"
+
+
+def ws_base(svc: Services, request: HTTPRequest) -> str:
+    if svc.settings.public_url:
+        return svc.settings.public_url.rstrip("/")
+    host = request.headers.get("host") or f"{svc.settings.host}:{svc.node.port}"
+    return f"ws://{host}"
+
+
+def session_response(svc: Services, request: HTTPRequest, s: SessionRecord) -> dict[str, object]:
+    # The literal "{access_token}" placeholder is part of the original's contract.
+    url = f"{ws_base(svc, request)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
+    return {
+        "session_id": s.session_id,
+        "user_id": s.user_id,
+        "chat_id": s.chat_id,
+        "data": s.data,
+        "ws_url": url,
+    }
+
+
+def login_response(result: LoginResult, expires_in: int) -> LoginResponse:
+    return LoginResponse(
+        access_token=result.access.token,
+        expires_in=expires_in,
+        user=UserInfo(username=result.username, role=result.role),
+        session_id=result.session_id,
+        refresh_token=result.refresh.token,
+    )
+
+
+router = Router()
+
+
+@router.post(
+    "/sessions/register",
+    body=RegisterRequest,
+    response_model=RegisterResponse,
+    summary="Register a user",
+    tags=TAGS,
+    errors=(400, 422),
+)
+async def register(ctx: Context, svc: Services) -> RegisterResponse:
+    body: RegisterRequest = ctx.body
+    await svc.auth.register(body.username, body.email, body.password)
+    return RegisterResponse(username=body.username)
+
+
+@router.post(
+    "/sessions/login",
+    body=LoginRequest,
+    response_model=LoginResponse,
+    summary="Log in: access and refresh tokens plus a new session",
+    description=(
+        "Replaces the user's previous login: its tokens are revoked and its WebSockets "
+        "closed (1000) on every node. Cost is dominated by argon2id verification "
+        "(about 50/s per core at the default OWASP parameters)."
+    ),
+    tags=TAGS,
+    errors=(401, 422, 429),
+)
+async def login(ctx: Context, svc: Services) -> LoginResponse:
+    body: LoginRequest = ctx.body
+    # Before any password work: refused attempts cost no argon2 CPU (429, Retry-After).
+    request = ctx.request
+    await svc.limits.login(
+        body.username, svc.client_address.resolve(request.headers, request.client_ip)
+    )
+    result = await svc.auth.login(body.username, body.password)
+    await svc.limits.login_succeeded(body.username)
+    return login_response(result, svc.settings.access_ttl)
+
+
+@router.post(
+    "/sessions/refresh",
+    body=RefreshRequest,
+    response_model=LoginResponse,
+    summary="Exchange a refresh token for new tokens (rotation)",
+    description="Reusing a spent refresh token revokes the whole family (401 Token revoked).",
+    tags=TAGS,
+    errors=(401, 422),
+)
+async def refresh(ctx: Context, svc: Services) -> LoginResponse:
+    body: RefreshRequest = ctx.body
+    result = await svc.auth.refresh(body.refresh_token)
+    return login_response(result, svc.settings.access_ttl)
+
+
+@router.post(
+    "/sessions/logout",
+    auth="user",
+    response_model=MessageResponse,
+    summary="Log out: revoke the token, close this login's WebSockets",
+    tags=TAGS,
+    errors=(401,),
+)
+async def logout(ctx: Context, svc: Services) -> dict[str, str]:
+    await svc.auth.logout(ctx.claims)
+    return {"message": "Logged out successfully"}
+
+
+@router.post(
+    "/sessions/delete_account",
+    auth="user",
+    response_model=MessageResponse,
+    summary="Delete the caller's account, sessions and tokens",
+    tags=TAGS,
+    errors=(401,),
+)
+async def delete_account(ctx: Context, svc: Services) -> dict[str, str]:
+    await svc.auth.delete_account(ctx.claims)
+    return {"message": "Account deleted successfully"}
+
+
+@router.post(
+    "/sessions/create",
+    auth="user",
+    body=SessionCreateRequest,
+    response_model=SessionResponse,
+    summary="Create a session (or reuse one the caller owns)",
+    tags=TAGS,
+    errors=(401, 422),
+)
+async def create(ctx: Context, svc: Services) -> dict[str, object]:
+    body: SessionCreateRequest = ctx.body
+    owner = ctx.claims.sub
+    if body.user_id and body.user_id != owner and ctx.claims.role == "admin":
+        owner = body.user_id
+    if body.session_id:
+        existing = await svc.storage.get_session(body.session_id)
+        if existing is not None and existing.user_id == owner:
+            if body.chat_id is not None and body.chat_id != existing.chat_id:
+                updated = await svc.storage.update_session(
+                    existing.session_id, chat_id=body.chat_id
+                )
+                existing = updated or existing
+            return session_response(svc, ctx.request, existing)
+    now = now_iso()
+    record = SessionRecord(
+        session_id=str(uuid.uuid4()),
+        user_id=owner,
+        chat_id=body.chat_id,
+        data=new_session_data(),
+        created_at=now,
+        last_access=now,
+    )
+    await svc.storage.create_session(record)
+    return session_response(svc, ctx.request, record)
+
+
+@router.get(
+    "/sessions/{session_id}",
+    auth="user",
+    response_model=SessionResponse,
+    summary="Read a session (owner or admin)",
+    tags=TAGS,
+    errors=(401, 403, 404),
+)
+async def get_session(ctx: Context, svc: Services) -> dict[str, object]:
+    session = await svc.storage.get_session(ctx.params["session_id"])
+    if session is None:
+        raise NotFound("Session not found")
+    ensure_owner_or_admin(ctx.claims, session.user_id, "Session access denied")
+    return session_response(svc, ctx.request, session)
+
+
+@router.post(
+    "/sessions/update/{session_id}",
+    auth="user",
+    body=SessionUpdateRequest,
+    response_model=SessionResponse,
+    summary="Merge data into a session (write-behind)",
+    description=(
+        "`data` is shallow-merged into the session's data. The write is coalesced and "
+        "flushed to Redis every BATCH_WRITE_INTERVAL_MS; reads on the same node see it at once."
+    ),
+    tags=TAGS,
+    errors=(401, 403, 404, 422),
+)
+async def update_session(ctx: Context, svc: Services) -> dict[str, object]:
+    sid = ctx.params["session_id"]
+    body: SessionUpdateRequest = ctx.body
+    try:
+        # Not copied out: the response is encoded before anything else can run.
+        updated = await svc.storage.update_session(
+            sid, chat_id=body.chat_id, data=body.data, owner=ctx.claims.sub, returning=False
+        )
+    except NotOwner:
+        raise Forbidden("Session access denied") from None
+    if updated is None:
+        raise NotFound("Session not found")
+    return session_response(svc, ctx.request, updated)
+
+
+@router.get(
+    "/sessions/users/{user_id}/sessions",
+    auth="user",
+    response_model=UserSessionsResponse,
+    summary="List a user's sessions (self or admin)",
+    tags=TAGS,
+    errors=(401, 403),
+)
+async def user_sessions(ctx: Context, svc: Services) -> UserSessionsResponse:
+    user_id = ctx.params["user_id"]
+    ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+    sessions = await svc.storage.list_user_sessions(user_id)
+    items = [
+        SessionSummary(
+            session_id=s.session_id,
+            chat_id=s.chat_id,
+            last_access=s.last_access,
+            created_at=s.created_at,
+        )
+        for s in sessions
+    ]
+    return UserSessionsResponse(sessions=items, count=len(items))
+
+
+@router.get(
+    "/sessions/users/{user_id}/connection",
+    auth="user",
+    response_model=ConnectionResponse,
+    summary="A user's connection record (self or admin)",
+    tags=TAGS,
+    errors=(401, 403, 404),
+)
+async def user_connection(ctx: Context, svc: Services) -> ConnectionResponse:
+    user_id = ctx.params["user_id"]
+    ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+    record = await svc.storage.get_connection(user_id)
+    if record is None:
+        raise NotFound("Connection not found")
+    return ConnectionResponse(
+        session_id=record.session_id,
+        gateway_id=record.gateway_id,
+        ws_connected=record.ws_connected,
+        last_seen=record.last_seen,
+        connected_at=record.connected_at,
+    )

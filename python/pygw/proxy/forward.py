@@ -1,0 +1,280 @@
+"""Calling the backends of dynamic routes: one pooled ``httpx.AsyncClient`` per node carries every
+proxied request, through the route's circuit breaker (:mod:`pygw.proxy.breaker`).
+
+Idempotent methods are retried once on a connection error (never POST/PATCH). Answers from the
+backend, 5xx included, count as successes for the breaker: the backend is reachable. Failures
+are :class:`pygw.core.errors.Upstream` (502 unreachable or a bad answer, 503 open circuit or
+saturated pool, 504 timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import orjson
+
+from pygw.core.errors import BadRequest, Upstream
+from pygw.metrics import Metrics
+from pygw.proxy.table import RouteTable
+from pygw.store.base import RouteRecord
+
+log = logging.getLogger("pygw.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", "x-user-id", "x-session-id"}
+"""Never forwarded: hop-by-hop headers, Host (httpx sets the backend's), the body length (the
+body is re-framed) and identity headers (only the gateway sets those)."""
+RESPONSE_DROP = HOP_BY_HOP | {"content-length", "content-type", "date", "server"}
+"""Not copied from the backend's answer: uWS writes its own framing, Date and Server; the
+content type is passed separately."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def target_url(route: RouteRecord, rest: str, query: str) -> str:
+    """``base_url`` + ``path`` [+ ``/rest``] [+ ``?query``]; ``rest`` and ``query`` stay as
+    the client encoded them. Dot segments are refused: they would climb out of the route."""
+    path = route.path
+    if rest:
+        if any(segment in (".", "..") for segment in unquote(rest).split("/")):
+            raise BadRequest("Invalid proxy path")
+        path = path.rstrip("/") + "/" + rest
+    url = route.base_url.rstrip("/") + path
+    return f"{url}?{query}" if query else url
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def forwarded_headers(
+    incoming: Mapping[str, str],
+    peer: str,
+    route: RouteRecord,
+    user_id: str | None,
+    session_id: str | None,
+) -> dict[str, str]:
+    """What goes upstream: the client's headers minus hop-by-hop and identity ones, the peer
+    appended to ``X-Forwarded-For``, the route's own headers, and the caller's identity."""
+    dropped = REQUEST_DROP
+    listed = incoming.get("connection")
+    if listed:
+        dropped = dropped | {t.strip().lower() for t in listed.split(",")}
+    headers = {k: v for k, v in incoming.items() if k.lower() not in dropped}
+    if peer:
+        previous = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{previous}, {peer}" if previous else peer
+    for name, value in route.headers.items():
+        headers[name.lower()] = value
+    if user_id is not None:
+        headers["x-user-id"] = user_id
+        if session_id:
+            headers["x-session-id"] = session_id
+    return headers
+
+
+def response_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """The backend's headers that go back to the client."""
+    drop = RESPONSE_DROP
+    listed = response.headers.get("connection")
+    if listed:
+        drop = drop | {t.strip().lower() for t in listed.split(",")}
+    return [(k, v) for k, v in response.headers.multi_items() if k.lower() not in drop]
+
+
+class ProxyClient:
+    """This node's HTTP client for dynamic routes."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        metrics: Metrics,
+        *,
+        max_connections: int,
+        max_response_bytes: int,
+    ) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
+        self.client: httpx.AsyncClient | None = None
+
+    def start(self) -> None:
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+                keepalive_expiry=30.0,
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        # Forward what the client sent, not httpx's defaults (User-Agent, Accept, ...).
+        self.client.headers.clear()
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)  # not one INFO line per proxied request
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    # -- calling a backend ----------------------------------------------------------------------
+    async def call(
+        self,
+        route: RouteRecord,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send one request through the route's breaker; (response, raw body) for any answer
+        of the backend, else Upstream (502 unreachable, 503 open circuit, 504 timeout)."""
+        # Continue in a Task: a handler's first step runs inside a uWS callback, where
+        # httpx/anyio would find no (or a foreign) current task.
+        await asyncio.sleep(0)
+        client = self.client
+        if client is None:
+            raise Upstream(503, "The proxy is not running")
+        name = route.name
+        counts = self.metrics.proxy
+        breaker = self.table.breaker(name)
+        allowed, trial = breaker.allow()
+        if not allowed:
+            counts[(name, "circuit_open")] += 1
+            raise Upstream(
+                503,
+                f"Circuit open for API '{name}': its backend is failing; retry later",
+                retry_after=breaker.retry_after(),
+            )
+        request = client.build_request(
+            method,
+            url,
+            headers=headers,
+            content=content or None,
+            timeout=httpx.Timeout(route.timeout),
+        )
+        attempts = 2 if method in IDEMPOTENT else 1
+        settled = False
+        try:
+            for attempt in range(attempts):
+                try:
+                    async with asyncio.timeout(route.timeout):
+                        response = await client.send(request, stream=True)
+                        try:
+                            body = await self._read(response)
+                        finally:
+                            await response.aclose()
+                except httpx.PoolTimeout:
+                    counts[(name, "pool_exhausted")] += 1
+                    raise Upstream(
+                        503, "Too many proxied requests in flight; retry later", 1.0
+                    ) from None
+                except (httpx.TimeoutException, TimeoutError):
+                    settled = True
+                    breaker.failure(trial)
+                    counts[(name, "timeout")] += 1
+                    raise Upstream(
+                        504, f"API '{name}' did not answer within {route.timeout:g} s"
+                    ) from None
+                except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                    if attempt + 1 < attempts:
+                        counts[(name, "retried")] += 1
+                        continue
+                    settled = True
+                    breaker.failure(trial)
+                    counts[(name, "unreachable")] += 1
+                    reason = str(exc) or type(exc).__name__
+                    raise Upstream(502, f"API '{name}' is unreachable: {reason}") from None
+                except _TooLarge:
+                    settled = True
+                    breaker.success(trial)
+                    counts[(name, "too_large")] += 1
+                    raise Upstream(
+                        502,
+                        f"API '{name}' answered more than {self.max_response_bytes} bytes",
+                    ) from None
+                except httpx.HTTPError as exc:  # a request httpx cannot send (bad URL, ...)
+                    counts[(name, "invalid_request")] += 1
+                    raise Upstream(
+                        502, f"Cannot forward to API '{name}': {exc or type(exc).__name__}"
+                    ) from None
+                settled = True
+                breaker.success(trial)
+                counts[(name, _status_class(response.status_code))] += 1
+                return response, body
+            raise AssertionError("unreachable")  # pragma: no cover - the loop always exits
+        finally:
+            if not settled:
+                breaker.release(trial)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The raw (still content-encoded) body, refused past the size limit."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def ws_call(
+        self, route: RouteRecord, user_id: str, session_id: str, data: bytes | None
+    ) -> dict[str, Any]:
+        """A client WebSocket message of a ``ws_supported`` route's type: the backend gets
+        ``{user_id, session_id, message}``; its JSON answer comes back as
+        ``{"type": "<name>_response", "data": ...}``."""
+        body = orjson.dumps(
+            {
+                "user_id": user_id,
+                "session_id": session_id,
+                "message": orjson.Fragment(data) if data is not None else None,
+            }
+        )
+        headers = {name.lower(): value for name, value in route.headers.items()}
+        headers.update(
+            {
+                "content-type": "application/json",
+                "accept": "application/json",
+                "accept-encoding": "identity",
+                "x-user-id": user_id,
+                "x-session-id": session_id,
+            }
+        )
+        response, content = await self.call(
+            route, route.method, target_url(route, "", ""), headers, body
+        )
+        if response.status_code >= 400:
+            raise Upstream(502, f"API '{route.name}' answered {response.status_code}")
+        try:
+            result = orjson.loads(content) if content else None
+        except orjson.JSONDecodeError:
+            raise Upstream(502, f"API '{route.name}' did not answer JSON") from None
+        return {"type": f"{route.name}_response", "data": result}

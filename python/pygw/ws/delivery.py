@@ -1,0 +1,137 @@
+"""Local delivery: a publication reaches this node's subscribers as one uWS topic publish of
+bytes encoded once (never one Python call per subscriber), and clients that stop reading are cut
+off before their queues grow without bound.
+
+Publications that arrive while uWS is running a callback are queued and published from asyncio
+right after, because uWS batches per-socket writes only for publishes made outside its
+callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Protocol
+
+from pygw.core.codes import CLOSE_TRY_AGAIN
+from pygw.metrics import Metrics
+from pygw.transport import uws
+from pygw.ws.connection import Connection
+from pygw.ws.registry import ConnectionRegistry
+
+log = logging.getLogger("pygw.ws")
+
+SWEEP_INTERVAL = 0.1
+"""Seconds between checks of send buffers (only after deliveries)."""
+SWEEP_BATCH = 5000
+"""Connections checked per tick."""
+RECENT = 256
+"""Publications kept per channel with history, so a subscribe that read history just before a
+publication arrived can send what it missed (see ``channels.Subscriptions.subscribe``)."""
+
+
+class TopicServer(Protocol):
+    """What delivery needs of the transport's server."""
+
+    def publish(self, topic: bytes, message: bytes) -> bool: ...
+
+    def num_subscribers(self, topic: bytes) -> int: ...
+
+    @property
+    def in_uv(self) -> bool: ...
+
+
+class Delivery:
+    def __init__(
+        self, registry: ConnectionRegistry, metrics: Metrics, backpressure_limit: int
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.backpressure_limit = backpressure_limit
+        self.recent: dict[str, deque[tuple[int, bytes]]] = {}
+        """Channels with history that have local subscribers -> their latest publications."""
+        self._server: TopicServer | None = None
+        self._queued: list[tuple[bytes, bytes]] = []
+        self._delivered = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_queue: list[Connection] | None = None
+        self._sweep_pos = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, server: TopicServer) -> None:
+        self._server = server
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    @property
+    def server(self) -> TopicServer:
+        if self._server is None:
+            raise RuntimeError("the gateway is not started")
+        return self._server
+
+    # -- delivery -------------------------------------------------------------------------------
+    def deliver(self, channel: str, offset: int, envelope: bytes) -> int:
+        """Hand a publication to this node's subscribers; returns how many it goes to."""
+        self._delivered = True
+        recent = self.recent.get(channel)
+        if recent is not None:
+            recent.append((offset, envelope))
+        topic = channel.encode()
+        server = self.server
+        if server.in_uv:
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self._flush_queued)
+            self._queued.append((topic, envelope))
+        else:
+            server.publish(topic, envelope)
+        return server.num_subscribers(topic)
+
+    def _flush_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        publish = self.server.publish
+        for topic, envelope in queued:
+            publish(topic, envelope)
+
+    def subscribers(self, channel: str) -> int:
+        """Local subscribers of ``channel`` right now."""
+        return self.server.num_subscribers(channel.encode())
+
+    def keep_recent(self, channel: str) -> None:
+        self.recent[channel] = deque(maxlen=RECENT)
+
+    def forget_recent(self, channel: str) -> None:
+        self.recent.pop(channel, None)
+
+    # -- slow readers ---------------------------------------------------------------------------
+    def _sweep(self) -> None:
+        """Close, with 1013 and a close frame, clients whose send buffer passed the limit.
+
+        A pass starts only after deliveries (nothing else grows buffers) and checks at most
+        SWEEP_BATCH connections per tick, so its cost stays small with 100k connections. If a
+        burst outruns it, uWS terminates the socket at 8x the limit (no close frame then)."""
+        if self._sweep_queue is None and self._delivered:
+            self._delivered = False
+            self._sweep_queue = list(self.registry.conns.values())
+            self._sweep_pos = 0
+        queue = self._sweep_queue
+        if queue is not None:
+            limit = self.backpressure_limit
+            buffered = uws.ws_buffered_amount
+            end = self._sweep_pos + SWEEP_BATCH
+            for conn in queue[self._sweep_pos : end]:
+                if conn.ws is None or conn.closing:
+                    continue
+                amount = buffered(conn.ws)
+                if amount > limit:
+                    self.metrics.rate_limited["backpressure"] += 1
+                    log.info("closing %r: %d bytes queued (limit %d)", conn, amount, limit)
+                    conn.close(CLOSE_TRY_AGAIN, "Backpressure limit exceeded")
+            self._sweep_pos = end
+            if end >= len(queue):
+                self._sweep_queue = None
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
