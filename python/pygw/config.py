@@ -98,6 +98,12 @@ class Settings:
     ws_max_backpressure: int = 256 * 1024
     """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
+    drain_seconds: float = 0.0
+    """After SIGTERM: seconds the node keeps serving while not ready, closing its WebSockets
+    (1001) in batches spread over the window, before it stops accepting and flushes."""
+    shutdown_timeout: float = 10.0
+    """Bound on each later shutdown step (in-flight requests, the final flush, closing the
+    backends); a step that takes longer is logged and abandoned so the process always exits."""
     ws_max_connections: int = 0
     """WebSockets this process accepts; more upgrades get 503. 0 = the open-file limit minus
     :data:`FD_RESERVE` (so accept() never fails with EMFILE, which makes uWS spin)."""
@@ -190,6 +196,8 @@ class Settings:
         num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
         num("PYGW_WS_MAX_CONNECTIONS", int, "ws_max_connections")
+        num("PYGW_DRAIN_SECONDS", float, "drain_seconds")
+        num("PYGW_SHUTDOWN_TIMEOUT", float, "shutdown_timeout")
         num("PYGW_BREAKER_FAILURES", int, "breaker_failures")
         num("PYGW_BREAKER_RESET_SECONDS", float, "breaker_reset_seconds")
         num("PYGW_PROXY_MAX_CONNECTIONS", int, "proxy_max_connections")
@@ -265,6 +273,8 @@ class Settings:
             )
         if self.ping_interval <= 0 or self.inactivity_timeout <= 0:
             raise ConfigError("PYGW_PING_INTERVAL and PYGW_INACTIVITY_TIMEOUT must be > 0 seconds")
+        if self.drain_seconds < 0 or self.shutdown_timeout <= 0:
+            raise ConfigError("PYGW_DRAIN_SECONDS must be >= 0 and PYGW_SHUTDOWN_TIMEOUT > 0")
         if self.ws_max_connections < 0:
             raise ConfigError("PYGW_WS_MAX_CONNECTIONS must be >= 0 (0 = from the open-file limit)")
         if self.batch_write_interval_ms < 1:

@@ -69,6 +69,8 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
             session_ttl=settings.session_ttl,
             batch_interval_ms=settings.batch_write_interval_ms,
             client_name=f"pygw:{settings.gateway_id}",
+            # Retry the final flush through a short outage, within the shutdown step's bound.
+            close_flush_timeout=settings.shutdown_timeout * 0.8,
         )
         broker: Broker = RedisBroker(settings.redis_url, node_id=settings.gateway_id)
         return storage, broker
@@ -176,6 +178,7 @@ class Gateway:
         )
         self._server: UWSServer | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
         self._stopped = False
 
     # -- embedding API -----------------------------------------------------------------------------
@@ -316,25 +319,44 @@ class Gateway:
         return self.node.port
 
     async def stop(self) -> None:
-        """Stop accepting, close sockets (1001), flush pending writes, release everything."""
+        """Shut down without losing an acknowledged write, in bounded time:
+
+        1. drain: not ready (``/health/ready`` 503), new upgrades refused, WebSockets closed
+           with 1001 in batches over ``PYGW_DRAIN_SECONDS`` while HTTP is still served;
+        2. stop accepting; requests still arriving on open connections get 503 (not
+           acknowledged); the remaining sockets are closed (1001);
+        3. wait for the requests and handlers in flight to answer;
+        4. flush every pending write (after the last acknowledgement), then close the rest.
+
+        Steps 3 and 4 and each closing step are bounded by ``PYGW_SHUTDOWN_TIMEOUT``; one that
+        overruns is logged with what it waited for and abandoned, so the process always exits.
+        """
         if self._stopped:
             return
         self._stopped = True
+        s = self.settings
         server = self._server
+        self.node.draining = True
         if server is not None:
+            if s.drain_seconds > 0:
+                log.info(
+                    "draining for %.1f s: not ready, closing %d WebSocket(s) in batches",
+                    s.drain_seconds,
+                    self.hub.connection_count,
+                )
+                await self.hub.drain(s.drain_seconds, self._hurry)
             server.close_listener()
+            self.http.closing = True
+            self.hub.draining = True
             self.hub.stop()
-            closed = self.hub.registry.close_all()
-            if closed:
+            if self.hub.registry.close_all():
                 await asyncio.sleep(0.05)  # let the close frames leave
         self.routes.close()
-        await self.proxy.close()
-        try:
-            await self.storage.close()
-        except Exception:
-            log.exception("flushing storage on shutdown failed")
-        await self.broker.close()
-        await self.limits.close()
+        await self._bounded("requests in flight", self._settle())
+        await self._bounded("closing the proxy client", self.proxy.close())
+        await self._bounded("the final flush of pending writes", self.storage.close())
+        await self._bounded("closing the broker", self.broker.close())
+        await self._bounded("closing the rate limiter", self.limits.close())
         self.tasks.cancel_all()
         self.passwords.close()
         if server is not None:
@@ -342,13 +364,40 @@ class Gateway:
             self._server = None
         log.info("pygw stopped")
 
+    async def _settle(self) -> None:
+        """Until no HTTP request and no background work (handlers, record writes) is left."""
+        await self.http.wait_idle()
+        await self.tasks.wait()
+
+    async def _bounded(self, what: str, step: Awaitable[Any]) -> None:
+        """Run one shutdown step for at most ``PYGW_SHUTDOWN_TIMEOUT`` seconds."""
+        limit = self.settings.shutdown_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await step
+        except TimeoutError:
+            log.error("shutdown: gave up waiting for %s after %.1f s", what, limit)
+            if what == "requests in flight":
+                log.error(
+                    "shutdown: %d request(s) and %d task(s) still running",
+                    self.http.in_flight,
+                    len(self.tasks),
+                )
+        except Exception:
+            log.exception("shutdown: %s failed", what)
+
     def request_stop(self) -> None:
-        if self._stop_requested is not None:
-            self._stop_requested.set()
+        """Begin a graceful stop; a second call cuts the drain short."""
+        if self._stop_requested is None:
+            return
+        if self._stop_requested.is_set() and self._hurry is not None:
+            self._hurry.set()
+        self._stop_requested.set()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Start, run until SIGTERM/SIGINT or :meth:`request_stop`, then stop gracefully."""
         self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -21,7 +21,7 @@ router = Router()
 @router.get(
     "/health",
     response_model=HealthResponse,
-    summary="Liveness and readiness: 503 when a required backend is down",
+    summary="Health (the original's probe): 503 when a required backend is down",
     tags=TAGS,
 )
 async def health(ctx: Context, svc: Services) -> Response:
@@ -40,6 +40,32 @@ async def health(ctx: Context, svc: Services) -> Response:
         body["storage"] = "unavailable"
         body["detail"] = str(exc)
     return Response(200 if body["status"] == "healthy" else 503, orjson.dumps(body))
+
+
+@router.get(
+    "/health/live",
+    summary="Liveness: 200 while the process serves (also while draining or Redis is down)",
+    tags=TAGS,
+)
+async def live(ctx: Context, svc: Services) -> dict[str, Any]:
+    return {"status": "alive", "gateway_id": svc.settings.gateway_id}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: 503 while draining after SIGTERM or while the backend is down",
+    tags=TAGS,
+)
+async def ready(ctx: Context, svc: Services) -> Response:
+    if svc.node.draining:
+        body = {"status": "draining", "gateway_id": svc.settings.gateway_id}
+        return Response(503, orjson.dumps(body))
+    try:
+        await svc.storage.ping()
+    except BackendUnavailable as exc:
+        body = {"status": "unavailable", "gateway_id": svc.settings.gateway_id, "detail": str(exc)}
+        return Response(503, orjson.dumps(body))
+    return Response(200, orjson.dumps({"status": "ready", "gateway_id": svc.settings.gateway_id}))
 
 
 @router.get(

@@ -54,6 +54,8 @@ class NodeInfo:
     port: int = 0
     """The port actually listened on (set at start)."""
     started: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    """SIGTERM arrived: the node is not ready and is closing its connections."""
 
     @property
     def uptime(self) -> float:

@@ -30,6 +30,11 @@ class BackgroundTasks:
         if not task.cancelled() and task.exception() is not None:
             log.warning("background task failed: %r", task.exception())
 
+    async def wait(self) -> None:
+        """Until every task (those started meanwhile too) has ended."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()

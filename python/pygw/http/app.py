@@ -5,6 +5,7 @@ response (the error envelope for every failure; domain errors mapped by ``errors
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -140,6 +141,13 @@ class HTTPApplication:
         """What the transport copies out of each request."""
         self.metrics = metrics
         self.access_log = access_log
+        self.closing = False
+        """Set at shutdown, after the listener closed: requests still arriving on open
+        connections get 503 and the connection is closed, so nothing is acknowledged after the
+        final flush started."""
+        self.in_flight = 0
+        """Requests being handled right now (shutdown waits for them before flushing)."""
+        self._idle = asyncio.Event()
         self.all_header_prefixes = tuple(
             r.path.split("{", 1)[0] for r in router.routes if r.all_headers
         )
@@ -160,6 +168,7 @@ class HTTPApplication:
         # context and the rest in a Task's copy of it (see transport/eager.py).
         request_id.set(rid)
         start = time.perf_counter() if self.access_log else 0.0
+        self.in_flight += 1
         try:
             origin = headers.get("origin") if self.cors is not None else None
             if (
@@ -170,6 +179,13 @@ class HTTPApplication:
                 assert self.cors is not None
                 response = self.cors.preflight(
                     origin, headers.get("access-control-request-headers")
+                )
+            elif self.closing:
+                response = Response(
+                    503,
+                    envelope(503, "Service Unavailable", "Server shutting down", request.path),
+                    headers=[("Retry-After", "1")],
+                    close=True,
                 )
             else:
                 response = await self._dispatch(request)
@@ -191,7 +207,16 @@ class HTTPApplication:
                 )
             return response
         finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
             request_id.set(None)
+
+    async def wait_idle(self) -> None:
+        """Until no request is being handled."""
+        while self.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
 
     async def _dispatch(self, request: HTTPRequest) -> Response:
         route, params, other_method = self.router.match(request.method, request.path)

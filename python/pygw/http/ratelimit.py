@@ -15,7 +15,7 @@ from pygw.http.routing import Context, Route
 from pygw.limits import Limits
 
 HTTP_EXEMPT = frozenset(
-    {"/health", "/health/ready", "/ws/health", "/health/connections", "/metrics"}
+    {"/health", "/health/live", "/health/ready", "/ws/health", "/health/connections", "/metrics"}
 )
 """Routes never counted by the ``http`` class (load balancers and scrapers poll them)."""
 

@@ -14,6 +14,9 @@ Built in here: the ``ping``, ``pong`` and ``update_api_key`` messages of the ori
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
@@ -24,7 +27,7 @@ from pygw.broker.base import Broker
 from pygw.broker.publish import ChannelPublisher
 from pygw.config import Settings
 from pygw.core.channels import user_channel
-from pygw.core.codes import CLOSE_POLICY
+from pygw.core.codes import CLOSE_GOING_AWAY, CLOSE_POLICY
 from pygw.core.errors import BadRequest, TooManyRequests
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
@@ -42,6 +45,11 @@ from pygw.ws.delivery import Delivery, TopicServer
 from pygw.ws.keepalive import Keepalive, ping_topic
 from pygw.ws.messages import Handler, Messages
 from pygw.ws.registry import ConnectionRegistry
+
+log = logging.getLogger("pygw.ws")
+
+DRAIN_STEP = 0.1
+"""Seconds between two batches of closes while draining."""
 
 
 def _seconds(value: float) -> float | int:
@@ -93,6 +101,8 @@ class Hub:
             max_errors=settings.ws_max_errors,
             configured_roles=settings.message_roles,
         )
+        self.draining = False
+        """Set when the node drains: upgrades are refused with 503 (connect elsewhere)."""
         self.keepalive = Keepalive(
             self.registry, settings.ping_interval, settings.inactivity_timeout
         )
@@ -121,6 +131,32 @@ class Hub:
         self.keepalive.stop()
         self.delivery.stop()
 
+    async def drain(self, seconds: float, hurry: asyncio.Event | None = None) -> None:
+        """Refuse new upgrades and close every connection with 1001 "Server draining", in
+        batches spread evenly over ``seconds`` (the last batch at the end), so the clients
+        reconnect to the other nodes in a trickle rather than a storm. Ends at once when
+        ``hurry`` is set (a second SIGTERM)."""
+        self.draining = True
+        conns = list(self.registry.conns.values())
+        steps = max(1, math.ceil(seconds / DRAIN_STEP))
+        per_step = math.ceil(len(conns) / steps) if conns else 0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for step in range(steps):
+            for conn in conns[step * per_step : (step + 1) * per_step]:
+                conn.close(CLOSE_GOING_AWAY, "Server draining")
+            delay = start + (step + 1) * seconds / steps - loop.time()
+            if delay > 0:
+                if hurry is None:
+                    await asyncio.sleep(delay)
+                else:
+                    try:
+                        await asyncio.wait_for(hurry.wait(), delay)
+                        log.info("second signal: ending the drain now")
+                        return
+                    except TimeoutError:
+                        pass
+
     # -- what the rest of the node reads ---------------------------------------------------------
     @property
     def connection_count(self) -> int:
@@ -147,12 +183,11 @@ class Hub:
 
     # -- upgrade and open ----------------------------------------------------------------------
     async def upgrade(self, request: UpgradeRequest) -> Connection | Response | None:
-        if self.registry.full:
+        if self.registry.full or self.draining:
             self.metrics.connections_refused += 1
-            limit = HTTPError(
-                503, detail="Connection limit reached", headers=[("Retry-After", "1")]
-            )
-            return closing_error_response(limit, request.path)
+            why = "Server draining" if self.draining else "Connection limit reached"
+            refusal = HTTPError(503, detail=why, headers=[("Retry-After", "1")])
+            return closing_error_response(refusal, request.path)
         remote = self.client_address.resolve(request.headers, request.client_ip)
         wait = await self.limits.ws_connect(remote)
         if wait:  # HTTP 429 with the envelope and Retry-After, no upgrade
