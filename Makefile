@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test-deps native test test-rust test-py test-k6 k6 loadgen lint fmt bench clean
+.PHONY: all run install dev system-deps test-deps browser-deps native test test-rust test-py test-k6 k6 loadgen lint fmt bench clean
 
 all: dev
 
@@ -24,6 +24,10 @@ system-deps:
 # Tests start their own redis-server on a free port; install it if absent.
 test-deps: system-deps
 	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+# Pages a person looks at are tested in a real browser: Debian's Chromium and its driver.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 # --- python environment ----------------------------------------------------
 $(VENV)/.created:
@@ -54,7 +58,7 @@ run: install
 	$(VENV)/bin/pygw serve --host $(HOST) --port $(PORT)
 
 # --- tests -------------------------------------------------------------------
-test: dev test-deps lint test-rust test-py test-k6
+test: dev test-deps browser-deps lint test-rust test-py test-k6
 
 test-rust:
 	$(CARGO) test --workspace --release -q

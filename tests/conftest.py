@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import pytest
 import redis
 
+from browser import browser  # noqa: F401 - a fixture for every test module
 from pygw.store.base import Storage
 from pygw.store.memory import MemoryStorage
 from pygw.store.redis import RedisStorage

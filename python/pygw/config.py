@@ -98,6 +98,11 @@ class Settings:
     ws_max_backpressure: int = 256 * 1024
     """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
+    metrics_port: int = 0
+    """Serve ``/metrics`` on this port only (and not on the API port); 0 = on the API port."""
+    stats_interval: float = 1.0
+    """Seconds between two snapshots a node publishes to ``admin:stats`` while a console
+    watches (0 = never)."""
     drain_seconds: float = 0.0
     """After SIGTERM: seconds the node keeps serving while not ready, closing its WebSockets
     (1001) in batches spread over the window, before it stops accepting and flushes."""
@@ -197,6 +202,8 @@ class Settings:
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
         num("PYGW_WS_MAX_CONNECTIONS", int, "ws_max_connections")
         num("PYGW_DRAIN_SECONDS", float, "drain_seconds")
+        num("PYGW_STATS_INTERVAL", float, "stats_interval")
+        num("PYGW_METRICS_PORT", int, "metrics_port")
         num("PYGW_SHUTDOWN_TIMEOUT", float, "shutdown_timeout")
         num("PYGW_BREAKER_FAILURES", int, "breaker_failures")
         num("PYGW_BREAKER_RESET_SECONDS", float, "breaker_reset_seconds")
@@ -273,6 +280,8 @@ class Settings:
             )
         if self.ping_interval <= 0 or self.inactivity_timeout <= 0:
             raise ConfigError("PYGW_PING_INTERVAL and PYGW_INACTIVITY_TIMEOUT must be > 0 seconds")
+        if not (0 <= self.metrics_port < 65536):
+            raise ConfigError("PYGW_METRICS_PORT must be between 0 and 65535")
         if self.drain_seconds < 0 or self.shutdown_timeout <= 0:
             raise ConfigError("PYGW_DRAIN_SECONDS must be >= 0 and PYGW_SHUTDOWN_TIMEOUT > 0")
         if self.ws_max_connections < 0:

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
+from prometheus_client import start_http_server
 
 from pygw._native import ChannelPolicy, ClientFrame
 from pygw.api import build_router
@@ -53,6 +54,7 @@ from pygw.store.base import Storage
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
+from pygw.ws.stats import NodeStats
 
 log = logging.getLogger("pygw")
 
@@ -115,7 +117,7 @@ class Gateway:
         )
         self.tokens = TokenService(s)
         self.policy = ChannelPolicy(orjson.dumps(s.namespaces), s.allow_unknown_namespaces)
-        self.publisher = ChannelPublisher(self.broker, self.policy)
+        self.publisher = ChannelPublisher(self.broker, self.policy, self.metrics)
         self.auth = AuthService(
             s, self.storage, self.broker, self.tokens, self.passwords, self.publisher, self.metrics
         )
@@ -132,6 +134,15 @@ class Gateway:
             client_address=self.client_address,
             metrics=self.metrics,
             tasks=self.tasks,
+        )
+        self.stats = NodeStats(
+            self.hub,
+            self.metrics,
+            self.broker,
+            self.publisher,
+            self.tasks,
+            node_id=s.gateway_id,
+            interval=s.stats_interval,
         )
         self.routes = RouteTable(
             self.storage,
@@ -177,6 +188,7 @@ class Gateway:
             forwarded_headers=bool(s.trusted_proxies),
         )
         self._server: UWSServer | None = None
+        self._metrics_server: Any = None
         self._stop_requested: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
         self._stopped = False
@@ -225,6 +237,7 @@ class Gateway:
             "ws_connections": self.hub.connection_count,
             "ws_users": self.hub.user_count,
             "uptime_seconds": self.node.uptime,
+            "write_behind_pending": self.storage.pending_writes,
         }
 
     def _observe_flush(self, sessions: int, seconds: float) -> None:
@@ -259,11 +272,15 @@ class Gateway:
             )
         elif isinstance(message, control.RoutesChanged):
             self.routes.request_reload()
+        elif isinstance(message, control.StatsWanted):
+            self.stats.wanted(message)
 
     def answer(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """This node's answer to a cluster-wide query (``Broker.gather``)."""
         if name == "connections":
             return self.hub.describe(limit=int(args.get("limit", 1000)), user=args.get("user"))
+        if name == "channels":
+            return {"gateway_id": self.node_id, "channels": self.hub.subscriptions.local_counts()}
         return {"gateway_id": self.node_id, "error": f"unknown query {name!r}"}
 
     def on_resync(self) -> None:
@@ -306,6 +323,12 @@ class Gateway:
         )
         self.node.port = self._server.listen(host or s.host, s.port if port is None else port)
         self.hub.start(self._server)
+        self.stats.start()
+        if s.metrics_port:
+            # A small threaded HTTP server of prometheus_client: scrapes read plain counters.
+            self._metrics_server, _thread = start_http_server(
+                s.metrics_port, host or s.host, registry=self.services.metrics_registry
+            )
         self.node.started = time.monotonic()
         log.info(
             "pygw %s listening on %s:%d (gateway %s, %s backend, %d revoked tokens loaded)",
@@ -349,6 +372,7 @@ class Gateway:
             self.http.closing = True
             self.hub.draining = True
             self.hub.stop()
+            self.stats.stop()
             if self.hub.registry.close_all():
                 await asyncio.sleep(0.05)  # let the close frames leave
         self.routes.close()
@@ -359,6 +383,9 @@ class Gateway:
         await self._bounded("closing the rate limiter", self.limits.close())
         self.tasks.cancel_all()
         self.passwords.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
         if server is not None:
             server.close()
             self._server = None

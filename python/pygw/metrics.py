@@ -7,10 +7,13 @@ them into Prometheus families when ``/metrics`` is scraped. Histograms are fixed
 from __future__ import annotations
 
 import bisect
+import os
+import resource
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -36,6 +39,21 @@ LATENCY_BUCKETS = (
     2.5,
 )
 SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013})
+"""Close codes counted by their own label; any other is counted as ``other``."""
+
+
+def close_code_label(code: int) -> str:
+    return str(code) if code in CLOSE_CODES else "other"
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (current, not peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Histogram:
@@ -72,9 +90,15 @@ class Metrics:
         self.connections_opened = 0
         self.connections_closed = 0
         self.messages_in = 0
-        self.messages_out = 0
         self.deliveries = 0
         self.publications = 0
+        self.messages_out_by_type: Counter[str] = Counter()
+        """Replies and error frames by their ``type`` (the types the server's handlers
+        answer with: bounded)."""
+        self.messages_in_by_type: Callable[[], dict[str, int]] | None = None
+        """Set by the node: client messages received per registered type."""
+        self.ws_closes: Counter[str] = Counter()
+        """WebSocket closes by close code (see :func:`close_code_label`)."""
         self.ws_errors = 0
         self.auth_failures = 0
         self.connections_refused = 0
@@ -89,6 +113,14 @@ class Metrics:
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.flush_batch_size = Histogram(SIZE_BUCKETS)
         self.flush_seconds = Histogram(LATENCY_BUCKETS)
+        self.broker_publish_seconds = Histogram(LATENCY_BUCKETS)
+        """Round trip of a publish through the broker (for Redis: the script call)."""
+        self.flush_dropped = 0
+        """Pending writes that could not be stored and were dropped alone."""
+
+    @property
+    def messages_out(self) -> int:
+        return sum(self.messages_out_by_type.values())
 
 
 class GatewayCollector(Collector):
@@ -108,6 +140,22 @@ class GatewayCollector(Collector):
         yield counter("ws_connections_closed", "WebSocket connections closed", m.connections_closed)
         yield counter("ws_messages_in", "Client WebSocket messages received", m.messages_in)
         yield counter("ws_messages_out", "Replies sent to clients", m.messages_out)
+        yield _labelled(
+            "ws_messages_sent",
+            "Replies and error frames by type",
+            ("type",),
+            m.messages_out_by_type,
+        )
+        if m.messages_in_by_type is not None:
+            by_type = Counter(m.messages_in_by_type())
+            by_type["other"] = max(0, m.messages_in - sum(by_type.values()))
+            yield _labelled(
+                "ws_messages_received",
+                "Client messages by type (other: unknown, invalid or dynamic-route types)",
+                ("type",),
+                by_type,
+            )
+        yield _labelled("ws_closes", "WebSocket closes by close code", ("code",), m.ws_closes)
         yield counter("ws_errors", "Error frames sent to clients", m.ws_errors)
         yield counter("publications", "Publications delivered to this node", m.publications)
         yield counter("deliveries", "Local deliveries (publication x subscriber)", m.deliveries)
@@ -130,6 +178,14 @@ class GatewayCollector(Collector):
         yield m.flush_seconds.family(
             "pygw_session_flush_seconds", "Duration of write-behind flushes"
         )
+        yield m.broker_publish_seconds.family(
+            "pygw_broker_publish_seconds", "Round trip of a publish through the broker"
+        )
+        yield counter(
+            "write_behind_dropped",
+            "Pending writes that could not be stored and were dropped alone",
+            m.flush_dropped,
+        )
 
 
 def _labelled(
@@ -142,6 +198,10 @@ def _labelled(
 
 
 def registry_for(metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> CollectorRegistry:
+    """pygw's families plus the process (CPU, memory, descriptors), platform and GC ones."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(metrics, gauges))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

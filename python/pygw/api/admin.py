@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,20 +17,13 @@ from pygw.api.models import (
 )
 from pygw.api.server import int_query
 from pygw.api.services import Services
+from pygw.core.channels import is_user_channel
 from pygw.core.errors import BackendUnavailable, BadRequest, NotFound
 from pygw.http.errors import validation_error
 from pygw.http.routing import Context, Router
+from pygw.metrics import rss_bytes
 
 TAGS = ("admin",)
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (current, not peak)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_usage() -> dict[str, Any]:
@@ -202,6 +194,27 @@ async def list_connections(ctx: Context, svc: Services) -> dict[str, Any]:
         "total": sum(n.get("count", 0) for n in nodes),
         "nodes": sorted(nodes, key=lambda n: str(n.get("gateway_id"))),
     }
+
+
+@router.get(
+    "/admin/channels",
+    auth="admin",
+    summary="Channels with local subscribers on every node (user channels excluded)",
+    tags=TAGS,
+    errors=(401, 403, 503),
+)
+async def list_channels(ctx: Context, svc: Services) -> dict[str, Any]:
+    nodes = await svc.broker.gather("channels", {})
+    totals: dict[str, dict[str, int]] = {}
+    for node in nodes:
+        for channel, count in (node.get("channels") or {}).items():
+            if is_user_channel(channel):
+                continue
+            entry = totals.setdefault(channel, {"subscribers": 0, "nodes": 0})
+            entry["subscribers"] += int(count)
+            entry["nodes"] += 1
+    channels = [{"channel": c, **v} for c, v in sorted(totals.items())]
+    return {"channels": channels, "count": len(channels), "nodes": len(nodes)}
 
 
 @router.post(

@@ -100,6 +100,33 @@ async def list_apis(ctx: Context, svc: Services) -> list[dict[str, Any]]:
     ]
 
 
+@router.get(
+    "/admin/routes",
+    auth="admin",
+    summary="Dynamic routes with this node's circuit-breaker state (for the console)",
+    tags=("admin",),
+    errors=(401, 403, 503),
+)
+async def routes_with_breakers(ctx: Context, svc: Services) -> dict[str, Any]:
+    routes = await svc.storage.list_routes()
+    return {
+        "gateway_id": svc.node.node_id,
+        "routes": [
+            {
+                "name": r.name,
+                "base_url": r.base_url,
+                "method": r.method,
+                "path": r.path,
+                "timeout": r.timeout,
+                "require_auth": r.require_auth,
+                "ws_supported": r.ws_supported,
+                "breaker": svc.routes.breaker_state(r.name),
+            }
+            for r in routes
+        ],
+    }
+
+
 options: dict[str, Any] = {
     "all_headers": True,
     "tags": TAGS,

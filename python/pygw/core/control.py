@@ -55,7 +55,16 @@ class Query:
     op: str = field(default="query", init=False)
 
 
-ControlMessage = Revoke | Disconnect | RoutesChanged | Query
+@dataclass(slots=True, frozen=True)
+class StatsWanted:
+    """An operator's console is watching: publish this node's stats to ``admin:stats`` until
+    ``until`` (UNIX seconds)."""
+
+    until: float
+    op: str = field(default="stats", init=False)
+
+
+ControlMessage = Revoke | Disconnect | RoutesChanged | Query | StatsWanted
 
 
 def encode(message: ControlMessage, origin: str) -> bytes:
@@ -83,6 +92,8 @@ def decode(raw: bytes) -> ControlMessage | None:
             )
         if op == "routes":
             return RoutesChanged()
+        if op == "stats":
+            return StatsWanted(float(body["until"]))
         if op == "query":
             args = body.get("args") or {}
             return Query(str(body["name"]), dict(args), str(body["reply_to"]))

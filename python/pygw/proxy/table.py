@@ -114,6 +114,11 @@ class RouteTable:
             await self.broker.publish_control(RoutesChanged())
         return removed
 
+    def breaker_state(self, name: str) -> str:
+        """``closed``, ``open`` or ``half_open`` on this node (closed until first used)."""
+        breaker = self.breakers.get(name)
+        return CircuitBreaker.CLOSED if breaker is None else breaker.state
+
     def breaker(self, name: str) -> CircuitBreaker:
         breaker = self.breakers.get(name)
         if breaker is None:

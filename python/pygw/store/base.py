@@ -118,6 +118,11 @@ class Storage(abc.ABC):
     on_flush: Callable[[int, float], None] | None = None
     """Set by the node: called after each write-behind flush with (sessions, seconds)."""
 
+    @property
+    def pending_writes(self) -> int:
+        """Writes acknowledged but not yet stored (write-behind queue depth)."""
+        return 0
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect and start background work (the write-behind flusher)."""

@@ -99,6 +99,10 @@ class Subscriptions:
                     self.tasks.spawn(self.broker.presence_leave(channel, self.client_id(conn)))
             conn.channels = None
 
+    def local_counts(self) -> dict[str, int]:
+        """Channel -> how many of this node's connections are subscribed to it."""
+        return dict(self._refs)
+
     def client_id(self, conn: Connection) -> str:
         return f"{self.node_id}:{conn.id}"
 

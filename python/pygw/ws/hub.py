@@ -35,7 +35,7 @@ from pygw.core.timeutil import now_iso
 from pygw.http.cors import OriginMatcher
 from pygw.http.errors import HTTPError, closing_error_response, from_domain
 from pygw.limits import Limits
-from pygw.metrics import Metrics
+from pygw.metrics import Metrics, close_code_label
 from pygw.store.base import ConnectionRecord, Storage
 from pygw.transport import uws
 from pygw.transport.types import Response, UpgradeRequest
@@ -108,6 +108,7 @@ class Hub:
         )
         # The transport calls these directly (the message path is the hot one).
         self.on_message = self.messages.dispatch
+        metrics.messages_in_by_type = self.messages.received_by_type
         for name, handler in (
             ("ping", self._on_ping),
             ("pong", self._on_pong),
@@ -260,6 +261,7 @@ class Hub:
             return  # refused at upgrade: never registered
         self.limits.connection_closed(conn.id)
         self.metrics.connections_closed += 1
+        self.metrics.ws_closes[close_code_label(code)] += 1
         if last:
             self.tasks.spawn(self._mark_offline(conn))
         self.subscriptions.release(user_channel(conn.user_id))

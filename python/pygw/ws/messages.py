@@ -51,6 +51,8 @@ class MessageType:
     handler: Handler
     roles: frozenset[str] | None
     """Roles allowed to send this type; None = any authenticated role."""
+    received: int = 0
+    """Messages of this type received (for metrics; an attribute is the cheapest counter)."""
 
 
 def error_frame(code: int, message: str, id_raw: bytes | None) -> dict[str, Any]:
@@ -81,6 +83,9 @@ class Messages:
         self.types: dict[str, MessageType] = {}
         self.fallback: Fallback | None = None
 
+    def received_by_type(self) -> dict[str, int]:
+        return {name: kind.received for name, kind in self.types.items()}
+
     def register(self, type_: str, handler: Handler, roles: Iterable[str] | None = None) -> None:
         """Handle client messages of ``type_``; ``roles`` limits who may send them (configured
         ``PYGW_MESSAGE_ROLES`` win over what the code says)."""
@@ -110,6 +115,8 @@ class Messages:
             self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
             return
         kind = self.types.get(frame.type)
+        if kind is not None:
+            kind.received += 1
         roles = kind.roles if kind is not None else self.configured_roles.get(frame.type)
         if roles is not None and conn.role not in roles:
             self.error(
@@ -163,7 +170,7 @@ class Messages:
         if frame.id is not None:
             message["id"] = orjson.Fragment(frame.id)
         conn.send(message)
-        self.metrics.messages_out += 1
+        self.metrics.messages_out_by_type[message["type"]] += 1
 
     def fail(self, conn: Connection, exc: PygwError, id_raw: bytes | None) -> None:
         """The error frame for a domain error (the one place they are mapped)."""
@@ -177,7 +184,7 @@ class Messages:
         conn.send(error_frame(code, message, id_raw))
         metrics = self.metrics
         metrics.ws_errors += 1
-        metrics.messages_out += 1
+        metrics.messages_out_by_type["error"] += 1
         now = time.monotonic()
         if now - conn.errors_since > ERROR_WINDOW:
             conn.errors_since = now
