@@ -418,3 +418,158 @@ def test_websocket_refusals(server: ServerThread) -> None:
 def test_ws_functions_refuse_a_null_socket() -> None:
     with pytest.raises(ValueError):
         uws.ws_send(0, b"x")
+
+
+# --- request framing (security review item 16) --------------------------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def until_closed(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes and read until the server closes; fails if it keeps the connection
+    open (a hang) for ``timeout`` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+def responses(data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
+    """Every response in ``data``: (status line, headers, body)."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", len(rest)))
+        out.append((lines[0], headers, rest[:length]))
+        data = rest[length:]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: 0\r\n\r\n"
+            % len(SMUGGLED)
+            + SMUGGLED,
+            "Conflicting Content-Length headers",
+            id="two-lengths-first-wins-upstream",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n"
+            % len(SMUGGLED)
+            + SMUGGLED,
+            "Conflicting Content-Length headers",
+            id="two-lengths-last-wins-upstream",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:\r\nContent-Length: %d\r\n\r\n"
+            % len(SMUGGLED)
+            + SMUGGLED,
+            "Invalid Content-Length",
+            id="empty-length-then-length",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "Unsupported Transfer-Encoding",
+            id="coding-list",
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+            "Unsupported Transfer-Encoding",
+            id="two-transfer-encodings",
+        ),
+        pytest.param(b"GET /echo HTTP/1.1\r\n\r\n", "Missing Host header", id="no-headers-at-all"),
+        pytest.param(
+            b"GET /echo HTTP/1.1\r\nX-One: 1\r\n\r\n", "Missing Host header", id="no-host"
+        ),
+        pytest.param(
+            b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+            "Missing Host header",
+            id="no-host-with-body",
+        ),
+    ],
+)
+def test_ambiguous_framing_and_missing_host_get_400_and_close(
+    server: ServerThread, raw: bytes, message: str
+) -> None:
+    """Framing a proxy may read differently (duplicate or empty Content-Length, a coding list
+    or repeated Transfer-Encoding) and HTTP/1.1 without Host: one 400 with the app's error
+    body, then the connection is closed; nothing reaches the handler, the smuggled request
+    least of all."""
+    data = until_closed(server.port, raw)
+    (answer,) = responses(data)
+    line, headers, body = answer
+    assert line == "HTTP/1.1 400 Bad Request"
+    assert headers["connection"] == "close"
+    assert orjson.loads(body) == {"error": message, "path": "/echo"}
+    assert server.http.seen == []
+
+
+def test_length_with_transfer_encoding_is_refused_by_uws(server: ServerThread) -> None:
+    """uWS refuses Content-Length with Transfer-Encoding itself, before the request reaches
+    the binding (its own 400 page, not the app's envelope), and closes."""
+    raw = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED
+    )
+    (answer,) = responses(until_closed(server.port, raw))
+    assert answer[0] == "HTTP/1.1 400 Bad Request"
+    assert server.http.seen == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"GET /echo HTTP/1.0\r\n\r\n", id="no-headers"),
+        pytest.param(b"GET /echo HTTP/1.0\r\nX-One: 1\r\n\r\n", id="other-headers"),
+    ],
+)
+def test_http10_without_host_is_answered(server: ServerThread, raw: bytes) -> None:
+    (answer,) = responses(until_closed(server.port, raw))
+    assert answer[0] == "HTTP/1.1 200 OK"
+    assert orjson.loads(answer[2])["path"] == "/echo"
+    assert "host" not in server.http.seen[-1].headers
+
+
+def test_identical_duplicate_lengths_are_one_length(server: ServerThread) -> None:
+    """RFC 9112 6.3 lets a recipient take repeated identical Content-Length values as one:
+    no proxy can frame them differently."""
+    raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"
+    status, _, body = exchange(server.port, raw)
+    assert status == "HTTP/1.1 200 OK"
+    assert orjson.loads(body)["body"] == "{}"
+
+
+def test_request_lines_in_a_body_are_body(server: ServerThread) -> None:
+    """A body chunk that looks like a Host-less request (sent after the headers, in its own
+    segment) is body: the binding only looks for missing Host at request starts."""
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    tail = b"GET /x HTTP/1.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head % len(tail))
+        deadline = time.monotonic() + 5
+        while not server.call(lambda: server.server.app.pending_requests):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        s.sendall(tail)
+        data = b""
+        while b'"params"' not in data:
+            data += s.recv(65536)
+    assert orjson.loads(data.partition(b"\r\n\r\n")[2])["body"] == tail.decode()
+
+
+def test_upgrade_without_host_is_refused(server: ServerThread) -> None:
+    raw = (
+        b"GET /ws/connect?token=ok HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    (answer,) = responses(until_closed(server.port, raw))
+    assert answer[0] == "HTTP/1.1 400 Bad Request"
+    assert orjson.loads(answer[2]) == {"error": "Missing Host header", "path": "/ws/connect"}
+    assert server.ws.upgrades == []

@@ -72,6 +72,9 @@ pub type HeaderHandler = extern "C" fn(
     user_data: Ptr,
 );
 pub type VoidHandler = extern "C" fn(user_data: Ptr);
+/// uSockets' `on_data` of a socket context: returns the socket (or what
+/// replaced it, e.g. after an upgrade).
+pub type SocketDataHandler = extern "C" fn(socket: Ptr, data: *mut c_char, length: c_int) -> Ptr;
 pub type UpgradeHandler = extern "C" fn(res: Ptr, req: Ptr, context: Ptr, user_data: Ptr);
 pub type WsHandler = extern "C" fn(ws: Ptr, user_data: Ptr);
 pub type WsMessageHandler =
@@ -145,8 +148,13 @@ symbols!(Uws {
     uws_ws: fn(c_int, Ptr, *const c_char, Behavior, Ptr);
     uws_app_listen_with_config: fn(c_int, Ptr, ListenConfig, ListenHandler, Ptr);
     us_socket_local_port: fn(c_int, Ptr) -> c_int;
+    us_socket_write: fn(c_int, Ptr, *const c_char, c_int, c_int) -> c_int;
+    us_socket_shutdown: fn(c_int, Ptr);
+    us_socket_close: fn(c_int, Ptr, c_int, Ptr) -> Ptr;
     us_listen_socket_close: fn(c_int, Ptr);
     us_poll_fd: fn(Ptr) -> c_int;
+    us_socket_context: fn(c_int, Ptr) -> Ptr;
+    us_socket_context_on_data: fn(c_int, Ptr, SocketDataHandler);
     uws_publish: fn(c_int, Ptr, *const c_char, usize, *const c_char, usize, c_int, bool) -> bool;
     uws_num_subscribers: fn(c_int, Ptr, *const c_char, usize) -> c_uint;
     uws_res_write_status: fn(c_int, Ptr, *const c_char, usize);

@@ -169,6 +169,113 @@ pub fn body_plan(content_length: Option<&[u8]>, transfer_encoding: bool, limit: 
     }
 }
 
+/// The framing headers of one request (`Content-Length`, `Transfer-Encoding`),
+/// every occurrence: uWS frames the body by the *first* `Content-Length`, a
+/// proxy in front may take the last, so any ambiguity is refused (request
+/// smuggling). Fed with every header when either header is present.
+#[derive(Debug, Default)]
+pub struct Framing {
+    length: Option<u64>,
+    invalid_length: bool,
+    conflicting_length: bool,
+    encodings: u32,
+    chunked: bool,
+}
+
+impl Framing {
+    /// One header, name lower-case (as uWS reports it).
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        if name == b"content-length" {
+            match strict_length(value) {
+                None => self.invalid_length = true,
+                Some(n) => match self.length {
+                    None => self.length = Some(n),
+                    Some(first) if first != n => self.conflicting_length = true,
+                    Some(_) => {} // RFC 9112 6.3: identical repeats are one length
+                },
+            }
+        } else if name == b"transfer-encoding" {
+            self.encodings += 1;
+            self.chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        }
+    }
+
+    /// The 400 message when the framing is ambiguous or unsupported.
+    pub fn refusal(&self) -> Option<&'static str> {
+        if self.invalid_length {
+            Some("Invalid Content-Length")
+        } else if self.conflicting_length {
+            Some("Conflicting Content-Length headers")
+        } else if self.encodings > 1 || (self.encodings == 1 && !self.chunked) {
+            Some("Unsupported Transfer-Encoding")
+        } else if self.encodings == 1 && self.length.is_some() {
+            Some("Content-Length with Transfer-Encoding")
+        } else {
+            None
+        }
+    }
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 8.6), surrounding blanks allowed.
+fn strict_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Where to insert a `Host:` line into `chunk` when it starts with a whole
+/// request head that has none: the offset just past the request line, and
+/// whether the request is HTTP/1.0.
+///
+/// uWS never dispatches such a request: with no header at all it waits for
+/// more data until its idle timeout (the client sees a hang), with other
+/// headers it answers its own 400 page. Only a head that is complete in
+/// `chunk` is recognised; anything else (bodies, fragments) gives `None`.
+/// Costs a look at the first byte for bodies, and the request line plus the
+/// header names up to `Host` (usually the first) for requests.
+pub fn hostless_head(chunk: &[u8]) -> Option<(usize, bool)> {
+    if !chunk.first()?.is_ascii_uppercase() {
+        return None;
+    }
+    let line_end = chunk.iter().position(|&b| b == b'\n')?;
+    let line = chunk[..line_end].strip_suffix(b"\r")?;
+    let ancient = if let Some(rest) = line.strip_suffix(b" HTTP/1.1") {
+        request_target(rest)?;
+        false
+    } else {
+        request_target(line.strip_suffix(b" HTTP/1.0")?)?;
+        true
+    };
+    let head_start = line_end + 1;
+    let mut at = head_start;
+    loop {
+        let rest = &chunk[at..];
+        if rest.starts_with(b"\r\n") {
+            return Some((head_start, ancient));
+        }
+        if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(b"host:") {
+            return None;
+        }
+        at += rest.iter().position(|&b| b == b'\n')? + 1;
+    }
+}
+
+/// `METHOD SP target` with a token method and a target without blanks.
+fn request_target(line: &[u8]) -> Option<()> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    let (method, target) = (&line[..space], &line[space + 1..]);
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    (space <= 32
+        && method.iter().all(token)
+        && !target.is_empty()
+        && target.iter().all(|&b| b > b' ' && b != 0x7f))
+    .then_some(())
+}
+
 /// A request body being received, refused once it grows past `limit`.
 #[derive(Debug)]
 pub struct Body {
@@ -314,6 +421,37 @@ fn status_phrase(code: i64) -> Option<&'static str> {
     })
 }
 
+/// A whole response with `Connection: close`, for writing straight to the
+/// socket (not through uWS's response, e.g. to close at once).
+pub fn raw_response(
+    status: i64,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    content_type: &[u8],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status_line(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut header = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        header(name, value);
+    }
+    if !content_type.is_empty() {
+        header(b"Content-Type", content_type);
+    }
+    header(b"Content-Length", body.len().to_string().as_bytes());
+    header(b"Connection", b"close");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 /// The last-resort error body: `{"error":..,"detail":null,"status_code":..}`.
 pub fn plain_error_body(status: i64, error: &str) -> Vec<u8> {
     format!(r#"{{"error":"{error}","detail":null,"status_code":{status}}}"#).into_bytes()
@@ -419,6 +557,91 @@ mod tests {
         assert_eq!(body_plan(Some(b"-3"), true, 100), BodyPlan::Invalid);
     }
 
+    fn framing(headers: &[(&str, &str)]) -> Option<&'static str> {
+        let mut f = Framing::default();
+        for (name, value) in headers {
+            f.add(name.as_bytes(), value.as_bytes());
+        }
+        f.refusal()
+    }
+
+    #[test]
+    fn framing_headers_must_be_unambiguous() {
+        let cl = "content-length";
+        let te = "transfer-encoding";
+        assert_eq!(framing(&[(cl, "10"), ("host", "x")]), None);
+        assert_eq!(framing(&[(cl, "10"), (cl, " 10 ")]), None);
+        assert_eq!(framing(&[(te, "chunked")]), None);
+        assert_eq!(framing(&[(te, " Chunked ")]), None);
+        let conflict = Some("Conflicting Content-Length headers");
+        assert_eq!(framing(&[(cl, "0"), (cl, "35")]), conflict);
+        assert_eq!(framing(&[(cl, "35"), (cl, "0"), (cl, "35")]), conflict);
+        for bad in [
+            "",
+            " ",
+            "1_0",
+            "+7",
+            "-1",
+            "0x10",
+            "1 2",
+            "2, 2",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                framing(&[(cl, bad)]),
+                Some("Invalid Content-Length"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(framing(&[(cl, "007")]), None, "leading zeros are digits");
+        let unsupported = Some("Unsupported Transfer-Encoding");
+        assert_eq!(framing(&[(te, "gzip, chunked")]), unsupported);
+        assert_eq!(framing(&[(te, "identity")]), unsupported);
+        assert_eq!(framing(&[(te, "chunked"), (te, "chunked")]), unsupported);
+        assert_eq!(
+            framing(&[(te, "chunked"), (cl, "3")]),
+            Some("Content-Length with Transfer-Encoding")
+        );
+    }
+
+    #[test]
+    fn hostless_heads_are_found_at_request_starts_only() {
+        assert_eq!(hostless_head(b"GET / HTTP/1.1\r\n\r\n"), Some((16, false)));
+        assert_eq!(
+            hostless_head(b"GET /a?b HTTP/1.0\r\n\r\nrest"),
+            Some((19, true))
+        );
+        assert_eq!(
+            hostless_head(b"POST /p HTTP/1.1\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n{}"),
+            Some((18, false))
+        );
+        for with_host in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX-A: 1\r\nhOsT:\r\n\r\n",
+        ] {
+            assert_eq!(hostless_head(with_host), None);
+        }
+        for not_a_whole_head in [
+            &b""[..],
+            b"{\"a\":1}",
+            b"GET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\nX-A: 1\r\n",
+            b"GET / HTTP/1.1\r\nX-A",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET  HTTP/1.1\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\n\n",
+        ] {
+            assert_eq!(
+                hostless_head(not_a_whole_head),
+                None,
+                "{not_a_whole_head:?}"
+            );
+        }
+    }
+
     #[test]
     fn body_limit_is_enforced_while_streaming() {
         let mut body = Body::new(10, 10);
@@ -466,6 +689,20 @@ mod tests {
         assert!(has_prefix(b"/api/proxy/x/y", &prefixes));
         assert!(!has_prefix(b"/api/prox", &prefixes));
         assert!(!has_prefix(b"/health", &[]));
+    }
+
+    #[test]
+    fn raw_responses_close() {
+        let headers = [(b"X-A".to_vec(), b"1".to_vec())];
+        assert_eq!(
+            raw_response(400, &headers, b"application/json", b"{}"),
+            b"HTTP/1.1 400 Bad Request\r\nX-A: 1\r\nContent-Type: application/json\r\n\
+              Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+        assert_eq!(
+            raw_response(599, &[], b"", b""),
+            b"HTTP/1.1 599 Unknown\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

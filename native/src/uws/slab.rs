@@ -66,6 +66,11 @@ impl<T> Slab<T> {
             .filter(|e| e.generation == generation && e.value.is_some())
     }
 
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
+
     pub fn get(&self, k: Key) -> Option<&T> {
         self.entry(k).and_then(|e| e.value.as_ref())
     }
@@ -125,6 +130,7 @@ mod tests {
         assert_eq!(s.get(b), None);
         assert_eq!(s.len(), 1);
         assert!(s.contains(a));
+        assert_eq!(s.values().collect::<Vec<_>>(), vec![&"a"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `HTTPRequest` and the HTTP callbacks (`/*` route, `onData`, `onAborted`).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -12,8 +13,8 @@ use super::{
 };
 use crate::uws::ffi::{Ptr, Uws, SSL};
 use crate::uws::http::{
-    body_plan, has_prefix, latin1, method_upper, plain_error_body, split_url, Body, BodyPlan,
-    HeaderList,
+    body_plan, has_prefix, hostless_head, latin1, method_upper, plain_error_body, raw_response,
+    split_url, Body, BodyPlan, Framing, HeaderList,
 };
 use crate::uws::slab::Key;
 
@@ -39,6 +40,10 @@ pub struct HttpRequest {
     params: Option<Py<PyAny>>,
     state: Option<Py<PyAny>>,
     link: Link,
+    /// Refused before dispatch: the answer is written straight to the socket,
+    /// which is then closed, so that uWS parses nothing after it (a request
+    /// hidden behind ambiguous framing would otherwise be served next).
+    refused: bool,
 }
 
 impl HttpRequest {
@@ -57,6 +62,13 @@ impl HttpRequest {
         let Some(res) = self.link.claim() else {
             return false;
         };
+        if self.refused {
+            let bytes = raw_response(status, headers, content_type, body);
+            // SAFETY: res is live and unanswered (claimed once), inside the uWS
+            // callback that refused it; nothing touches it after the close.
+            unsafe { write_and_close(&server.api.uws, res, &bytes) };
+            return true;
+        }
         let reply = Reply {
             status,
             body,
@@ -76,6 +88,19 @@ impl HttpRequest {
             self.finish(status, &plain_error_body(status, error), JSON, &[], true);
         }
     }
+}
+
+/// Writes `bytes` straight to the socket (uWS's own parser errors do the
+/// same: at most once, not through its cork buffer), then shuts it down and
+/// closes it.
+///
+/// # Safety
+/// `socket` must be a live connection (`uws_res_t *` is its `us_socket_t *`).
+unsafe fn write_and_close(uws: &Uws, socket: Ptr, bytes: &[u8]) {
+    let len = c_int::try_from(bytes.len()).unwrap_or(c_int::MAX);
+    (uws.us_socket_write)(SSL, socket, bytes.as_ptr().cast(), len, 0);
+    (uws.us_socket_shutdown)(SSL, socket);
+    (uws.us_socket_close)(SSL, socket, 0, std::ptr::null_mut());
 }
 
 /// Drops the slab entry: late `onData`/`onAborted` calls find nothing.
@@ -107,6 +132,7 @@ impl HttpRequest {
             params: None,
             state: None,
             link: Link::detached(),
+            refused: false,
         }
     }
 
@@ -234,6 +260,52 @@ unsafe fn header<'a>(uws: &Uws, req: Ptr, name: &[u8]) -> &'a [u8] {
     out_slice(|out| (uws.uws_req_get_header)(req, name.as_ptr().cast(), name.len(), out))
 }
 
+/// Whether the request has the header at all (uWS reports an absent header
+/// with a NULL pointer, an empty one with an empty slice).
+///
+/// # Safety
+/// `req` must be the live request of the current callback.
+unsafe fn has_header(uws: &Uws, req: Ptr, name: &[u8]) -> bool {
+    let mut p: *const c_char = std::ptr::null();
+    (uws.uws_req_get_header)(req, name.as_ptr().cast(), name.len(), &mut p);
+    !p.is_null()
+}
+
+extern "C" fn add_framing_header(
+    name: *const c_char,
+    name_len: usize,
+    value: *const c_char,
+    value_len: usize,
+    user_data: Ptr,
+) {
+    guard("header iteration", || {
+        // SAFETY: user_data is the Framing of `framing_refusal`; the slices
+        // are uWS's request buffer, alive during the request callback.
+        unsafe {
+            let framing = &mut *user_data.cast::<Framing>();
+            framing.add(slice(name, name_len), slice(value, value_len));
+        }
+    });
+}
+
+/// Why the request's framing must be refused (400), looking at every header
+/// only when a `Content-Length` or `Transfer-Encoding` is there at all.
+///
+/// # Safety
+/// `req` must be the live request of the current callback.
+unsafe fn framing_refusal(uws: &Uws, req: Ptr) -> Option<&'static str> {
+    if !has_header(uws, req, b"content-length") && !has_header(uws, req, b"transfer-encoding") {
+        return None;
+    }
+    let mut framing = Framing::default();
+    (uws.uws_req_for_each_header)(
+        req,
+        add_framing_header,
+        std::ptr::from_mut(&mut framing).cast(),
+    );
+    framing.refusal()
+}
+
 extern "C" fn collect_header(
     name: *const c_char,
     name_len: usize,
@@ -284,6 +356,55 @@ unsafe fn copy_headers<'py>(
     Ok(dict)
 }
 
+/// The data handler of uWS's HTTP context (see `uws::datahook`): a chunk
+/// that starts a request head without `Host` is handed to uWS with an empty
+/// `Host:` line inserted, so that uWS dispatches it (it never would) and the
+/// request callback, told by `Server::hostless`, refuses it (HTTP/1.1) or
+/// serves it (HTTP/1.0, where Host is optional). Everything else goes to uWS
+/// untouched.
+pub(super) extern "C" fn on_socket_data(socket: Ptr, data: *mut c_char, length: c_int) -> Ptr {
+    let Some(server) = current() else {
+        return socket; // unreachable: the hook is installed by a live server
+    };
+    let Some(uws_on_data) = server.uws_on_data.get() else {
+        return socket;
+    };
+    let insert_at = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: uSockets gives `length` readable bytes.
+        let chunk = unsafe { slice(data, usize::try_from(length).unwrap_or(0)) };
+        hostless_head(chunk)
+            .filter(|_| !server.reading_body(socket))
+            .map(|(at, _)| with_empty_host(chunk, at))
+    }))
+    .unwrap_or(None);
+    let Some(mut buffer) = insert_at else {
+        return uws_on_data(socket, data, length);
+    };
+    let start = buffer.as_mut_ptr().wrapping_add(PADDING).cast::<c_char>();
+    let len = c_int::try_from(buffer.len() - 2 * PADDING).unwrap_or(c_int::MAX);
+    server.hostless.set(socket as usize);
+    let result = uws_on_data(socket, start, len);
+    server.hostless.set(0);
+    drop(buffer);
+    result
+}
+
+/// Padding on both sides of a rewritten chunk (uWS writes fence bytes past
+/// the end of what it parses, as into uSockets' padded receive buffer).
+const PADDING: usize = 32;
+
+/// `chunk` with `Host:\r\n` inserted at `at`, padded.
+fn with_empty_host(chunk: &[u8], at: usize) -> Vec<u8> {
+    const HOST: &[u8] = b"Host:\r\n";
+    let mut buffer = Vec::with_capacity(chunk.len() + HOST.len() + 2 * PADDING);
+    buffer.resize(PADDING, 0);
+    buffer.extend_from_slice(&chunk[..at]);
+    buffer.extend_from_slice(HOST);
+    buffer.extend_from_slice(&chunk[at..]);
+    buffer.resize(buffer.len() + PADDING, 0);
+    buffer
+}
+
 pub(super) extern "C" fn on_request(res: Ptr, req: Ptr, user_data: Ptr) {
     // SAFETY: user_data is the leaked server the route was registered with.
     let server: &'static Server = unsafe { &*user_data.cast::<Server>() };
@@ -295,6 +416,86 @@ pub(super) extern "C" fn on_request(res: Ptr, req: Ptr, user_data: Ptr) {
     });
 }
 
+/// The request as copied out of uWS.
+///
+/// # Safety
+/// `res` and `req` must be the live pair of the current request callback.
+unsafe fn build<'py>(
+    py: Python<'py>,
+    server: &'static Server,
+    config: &HttpConfig,
+    res: Ptr,
+    req: Ptr,
+    refused: bool,
+) -> PyResult<Bound<'py, HttpRequest>> {
+    let uws = &server.api.uws;
+    let raw_method = out_slice(|out| (uws.uws_req_get_method)(req, out));
+    let full = out_slice(|out| (uws.uws_req_get_full_url)(req, out));
+    let (path, query) = split_url(full);
+    let headers = copy_headers(py, uws, config, req, path)?;
+    let request = HttpRequest {
+        method: method(py, raw_method).into_any().unbind(),
+        path: PyString::new(py, &String::from_utf8_lossy(path))
+            .into_any()
+            .unbind(),
+        query_string: PyString::new(py, &String::from_utf8_lossy(query))
+            .into_any()
+            .unbind(),
+        headers: headers.into_any().unbind(),
+        client_ip: server.client_ip(py, res).into_any(),
+        body: PyBytes::new(py, b"").into_any().unbind(),
+        params: None,
+        state: None,
+        link: Link::new(res, server),
+        refused,
+    };
+    Bound::new(py, request)
+}
+
+/// Why the request must be refused before its body is read: ambiguous
+/// framing, or HTTP/1.1 without `Host` (see `on_socket_data`).
+///
+/// # Safety
+/// `res` and `req` must be the live pair of the current request callback.
+pub(super) unsafe fn refusal(server: &Server, res: Ptr, req: Ptr) -> Option<&'static str> {
+    let uws = &server.api.uws;
+    if server.take_hostless(res) && !(uws.uws_req_is_ancient)(req) {
+        return Some("Missing Host header");
+    }
+    framing_refusal(uws, req)
+}
+
+/// Answers 400 `message` (the app's error body) and closes the connection at
+/// once: for requests refused before dispatch.
+///
+/// # Safety
+/// `res` and `req` must be the live pair of the current request or upgrade
+/// callback, unanswered.
+pub(super) unsafe fn refuse(
+    py: Python<'_>,
+    server: &'static Server,
+    res: Ptr,
+    req: Ptr,
+    message: &str,
+) {
+    let Some(config) = server.http.get() else {
+        write_and_close(
+            &server.api.uws,
+            res,
+            &raw_response(400, &[], JSON, &plain_error_body(400, message)),
+        );
+        return;
+    };
+    match build(py, server, config, res, req, true) {
+        Ok(request) => error(py, server, config, &request, 400, message),
+        Err(err) => {
+            server.report(py, "HTTP request handling (before dispatch)", err);
+            let body = plain_error_body(400, message);
+            write_and_close(&server.api.uws, res, &raw_response(400, &[], JSON, &body));
+        }
+    }
+}
+
 /// # Safety
 /// `res` and `req` must be the live pair of the current request callback.
 unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
@@ -304,41 +505,23 @@ unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
         plain_error(api, res, 500, "Internal Server Error");
         return;
     };
-    let built = (|| -> PyResult<(Bound<'_, HttpRequest>, BodyPlan, bool)> {
-        let raw_method = out_slice(|out| (uws.uws_req_get_method)(req, out));
-        let full = out_slice(|out| (uws.uws_req_get_full_url)(req, out));
-        let (path, query) = split_url(full);
-        let headers = copy_headers(py, uws, config, req, path)?;
-        let length = header(uws, req, b"content-length");
-        let chunked = !header(uws, req, b"transfer-encoding").is_empty();
-        let plan = body_plan(
-            (!length.is_empty()).then_some(length),
-            chunked,
-            config.max_body,
-        );
-        // uWS closes after the answer only if it is written inside its callback.
-        let immediate = !config.batch
-            || (uws.uws_req_is_ancient)(req)
-            || header(uws, req, b"connection").eq_ignore_ascii_case(b"close");
-        let request = HttpRequest {
-            method: method(py, raw_method).into_any().unbind(),
-            path: PyString::new(py, &String::from_utf8_lossy(path))
-                .into_any()
-                .unbind(),
-            query_string: PyString::new(py, &String::from_utf8_lossy(query))
-                .into_any()
-                .unbind(),
-            headers: headers.into_any().unbind(),
-            client_ip: server.client_ip(py, res).into_any(),
-            body: PyBytes::new(py, b"").into_any().unbind(),
-            params: None,
-            state: None,
-            link: Link::new(res, server),
-        };
-        Ok((Bound::new(py, request)?, plan, immediate))
-    })();
-    let (request, plan, immediate) = match built {
-        Ok(built) => built,
+    if let Some(message) = refusal(server, res, req) {
+        refuse(py, server, res, req, message);
+        return;
+    }
+    let length = header(uws, req, b"content-length");
+    let chunked = !header(uws, req, b"transfer-encoding").is_empty();
+    let plan = body_plan(
+        (!length.is_empty()).then_some(length),
+        chunked,
+        config.max_body,
+    );
+    // uWS closes after the answer only if it is written inside its callback.
+    let immediate = !config.batch
+        || (uws.uws_req_is_ancient)(req)
+        || header(uws, req, b"connection").eq_ignore_ascii_case(b"close");
+    let request = match build(py, server, config, res, req, false) {
+        Ok(request) => request,
         Err(err) => {
             server.report(py, "HTTP request handling (before dispatch)", err);
             plain_error(api, res, 500, "Internal Server Error");
@@ -347,6 +530,7 @@ unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
     };
     let key = server.requests.borrow_mut().insert(Inflight {
         request: request.clone().unbind(),
+        socket: res as usize,
         body: None,
         immediate,
     });

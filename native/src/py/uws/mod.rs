@@ -22,6 +22,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
+use crate::uws::datahook;
 use crate::uws::ffi::{self, Api, ListenConfig, Ptr, SSL};
 use crate::uws::http::{encode_latin1, latin1, plain_error_body, status_line, Body};
 use crate::uws::slab::{Key, Slab};
@@ -78,6 +79,8 @@ pub(crate) struct WsConfig {
 /// An HTTP exchange uWS may still call back about (`onAborted`, `onData`).
 pub(crate) struct Inflight {
     request: Py<HttpRequest>,
+    /// The connection (`uws_res_t *` is its `us_socket_t *`).
+    socket: usize,
     /// Set while the body is being received.
     body: Option<Body>,
     /// Dispatch inside the uWS callback, not in the batch (the client asked
@@ -116,12 +119,37 @@ pub(crate) struct Server {
     /// True while the batch's handlers run: `respond` defers its writes.
     batching: Cell<bool>,
     listen_socket: Cell<Ptr>,
+    /// uWS's data handler of the HTTP context, once `listen` replaced it with
+    /// `http::on_socket_data`.
+    uws_on_data: Cell<Option<ffi::SocketDataHandler>>,
+    /// The connection whose request `on_socket_data` is handing to uWS with
+    /// an inserted empty `Host:` (it had none); taken by the first request or
+    /// upgrade callback of that connection.
+    hostless: Cell<usize>,
     /// The last remote address seen, as text and as a Python string (most
     /// traffic comes from few addresses: proxies, load balancers).
     last_ip: RefCell<(Vec<u8>, Option<Py<PyString>>)>,
 }
 
 impl Server {
+    /// Whether `res`'s request is the one `on_socket_data` gave a `Host:`.
+    pub(crate) fn take_hostless(&self, res: Ptr) -> bool {
+        if self.hostless.get() == res as usize {
+            self.hostless.set(0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a request body is being read on connection `socket`.
+    pub(crate) fn reading_body(&self, socket: Ptr) -> bool {
+        self.requests
+            .borrow()
+            .values()
+            .any(|entry| entry.socket == socket as usize && entry.body.is_some())
+    }
+
     /// Reports a handler's exception to Python (`report(what, exc)`), or
     /// prints it if that fails too.
     pub(crate) fn report(&self, py: Python<'_>, what: &str, err: PyErr) {
@@ -248,6 +276,8 @@ impl UwsApp {
             replies: RefCell::new(Vec::new()),
             batching: Cell::new(false),
             listen_socket: Cell::new(ptr::null_mut()),
+            uws_on_data: Cell::new(None),
+            hostless: Cell::new(0),
             last_ip: RefCell::new((Vec::new(), None)),
         }));
         CURRENT.store(ptr::from_ref(server).cast_mut(), Ordering::Relaxed);
@@ -413,6 +443,22 @@ impl UwsApp {
                 return Err(PyOSError::new_err(format!(
                     "listen backlog {backlog}: {err}"
                 )));
+            }
+        }
+        if s.uws_on_data.get().is_none() {
+            // SAFETY: a listen socket belongs to uWS's HTTP context (live, all
+            // handlers set); the loop runs on this thread only.
+            let hooked = unsafe {
+                let context = (s.api.uws.us_socket_context)(SSL, socket);
+                datahook::replace_on_data(&s.api.uws, context, http::on_socket_data)
+            };
+            match hooked {
+                Ok(original) => s.uws_on_data.set(Some(original)),
+                Err(err) => {
+                    // SAFETY: the listen socket just opened, closed once.
+                    unsafe { (s.api.uws.us_listen_socket_close)(SSL, socket) };
+                    return Err(PyRuntimeError::new_err(err));
+                }
             }
         }
         let previous = s.listen_socket.replace(socket);

@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::{
-    api, current, extract_headers, guard, in_uv, out_slice, plain_error, slice, Link, Reply,
+    api, current, extract_headers, guard, http, in_uv, out_slice, plain_error, slice, Link, Reply,
     Server, WsConfig, JSON,
 };
 use crate::uws::ffi::{Api, Ptr, SSL};
@@ -263,6 +263,10 @@ unsafe fn upgrade(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr, c
         plain_error(api, res, 500, "Internal Server Error");
         return;
     };
+    if let Some(message) = http::refusal(server, res, req) {
+        http::refuse(py, server, res, req, message);
+        return;
+    }
     let built = (|| -> PyResult<Bound<'_, UpgradeRequest>> {
         let full = out_slice(|out| (uws.uws_req_get_full_url)(req, out));
         let (path, _) = split_url(full);
