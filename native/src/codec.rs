@@ -2,13 +2,31 @@
 //! server's `message` frames.
 //!
 //! Raw members (`id`, `data`) are kept as slices of the input, so they can be
-//! echoed or forwarded byte for byte without re-encoding.
+//! echoed or forwarded byte for byte without re-encoding. Before that, the
+//! whole frame passes [`jsonguard`]: at most [`jsonguard::MAX_DEPTH`] levels
+//! of nesting, 64-bit integers, finite numbers, paired surrogates; and an `id`
+//! must be a scalar of at most [`MAX_ID_BYTES`] bytes, since it is echoed.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+
+use crate::jsonguard::{self, Limits, Violation};
+
+/// The longest `id` (its raw JSON text) a frame may carry.
+pub const MAX_ID_BYTES: usize = 256;
+
+const FRAME_LIMITS: Limits = Limits {
+    max_bytes: usize::MAX, // the transport caps frames (PYGW_WS_MAX_MESSAGE_BYTES)
+    max_depth: jsonguard::MAX_DEPTH,
+};
+
+const ID_LIMITS: Limits = Limits {
+    max_bytes: MAX_ID_BYTES,
+    max_depth: 0,
+};
 
 /// A decoded client frame; borrows from the input text.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,43 +65,97 @@ impl<'a> FrameError<'a> {
     }
 }
 
-/// Members are captured raw; `null` counts as present (`Some("null")`).
-#[derive(Deserialize)]
-struct RawFrame<'a> {
-    #[serde(rename = "type", borrow, default, deserialize_with = "raw")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    channel: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    key: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    data: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
-    since: Option<&'a RawValue>,
+/// The members the protocol reads, as raw JSON text; `null` counts as
+/// present (`Some("null")`).
+#[derive(Default)]
+struct Members<'a> {
+    kind: Option<&'a str>,
+    id: Option<&'a str>,
+    channel: Option<&'a str>,
+    key: Option<&'a str>,
+    data: Option<&'a str>,
+    since: Option<&'a str>,
+    /// One of them was given twice.
+    repeated: bool,
 }
 
-fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+impl<'a> Members<'a> {
+    /// A top-level member: `name` with its quotes, as in the input.
+    fn add(&mut self, name: &str, value: &'a str) {
+        let decoded: Cow<'_, str> = if name.contains('\\') {
+            serde_json::from_str(name).unwrap_or_default()
+        } else {
+            Cow::Borrowed(&name[1..name.len() - 1])
+        };
+        let slot = match &*decoded {
+            "type" => &mut self.kind,
+            "id" => &mut self.id,
+            "channel" => &mut self.channel,
+            "key" => &mut self.key,
+            "data" => &mut self.data,
+            "since" => &mut self.since,
+            _ => return,
+        };
+        if slot.replace(value).is_some() {
+            self.repeated = true;
+        }
+    }
 }
 
 fn is_object(text: &str) -> bool {
     text.trim_start().starts_with('{')
 }
 
-/// Decodes a client frame. Errors carry code 400 and one of the messages
-/// `Invalid JSON`, `Missing message type` or `Invalid field: <name>`.
-/// Duplicate members make the frame invalid JSON.
-pub fn decode_frame(input: &str) -> Result<Frame<'_>, FrameError<'_>> {
-    let raw: RawFrame<'_> = if is_object(input) {
-        serde_json::from_str(input).map_err(|_| FrameError::new("Invalid JSON", None))?
-    } else {
+/// A string, number, boolean or null of at most [`MAX_ID_BYTES`] bytes.
+fn valid_id(id: &str) -> bool {
+    jsonguard::check(id, ID_LIMITS).is_ok()
+}
+
+/// The frame's `id` wherever it is, if it can be read and echoed: for the
+/// error reply to a frame the guard refused before reaching it.
+fn echoable_id(input: &str) -> Option<&str> {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow, default, deserialize_with = "raw")]
+        id: Option<&'a RawValue>,
+    }
+    fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        <&RawValue>::deserialize(d).map(Some)
+    }
+    if !is_object(input) {
+        return None;
+    }
+    let only: IdOnly<'_> = serde_json::from_str(input).ok()?;
+    only.id.map(RawValue::get).filter(|id| valid_id(id))
+}
+
+/// Decodes a client frame in one pass of [`jsonguard`], which also finds the
+/// members. Errors carry code 400 and one of the messages `Invalid JSON`,
+/// `Missing message type`, `Invalid field: <name>` or the guard's (e.g.
+/// `JSON nested deeper than 32 levels at byte 40`). Duplicate members make
+/// the frame invalid JSON.
+pub fn decode_frame<'a>(input: &'a str) -> Result<Frame<'a>, FrameError<'a>> {
+    let mut raw: Members<'a> = Members::default();
+    match jsonguard::check_members(input, FRAME_LIMITS, |name, value| raw.add(name, value)) {
+        Ok(()) => {}
+        Err(Violation::Invalid { .. }) => return Err(FrameError::new("Invalid JSON", None)),
+        Err(refused) => {
+            let id = match raw.id.filter(|id| valid_id(id)) {
+                Some(id) => Some(id),
+                None => echoable_id(input),
+            };
+            return Err(FrameError::new(refused.to_string(), id));
+        }
+    }
+    if raw.repeated || !is_object(input) {
         return Err(FrameError::new("Invalid JSON", None));
+    }
+    let id = match raw.id {
+        Some(id) if !valid_id(id) => return Err(FrameError::new("Invalid field: id", None)),
+        id => id,
     };
-    let id = raw.id.map(RawValue::get);
-    let string = |value: Option<&RawValue>| -> Option<Result<Cow<'_, str>, ()>> {
-        value.map(|v| serde_json::from_str::<Cow<'_, str>>(v.get()).map_err(drop))
+    let string = |value: Option<&'a str>| -> Option<Result<Cow<'a, str>, ()>> {
+        value.map(|v| serde_json::from_str::<Cow<'_, str>>(v).map_err(drop))
     };
     let kind = match string(raw.kind) {
         Some(Ok(kind)) if !kind.is_empty() => kind,
@@ -98,10 +170,9 @@ pub fn decode_frame(input: &str) -> Result<Frame<'_>, FrameError<'_>> {
     let key = field("key", raw.key)?;
     let since = match raw.since {
         None => None,
-        Some(v) if is_object(v.get()) => Some(
-            serde_json::from_str(v.get())
-                .map_err(|_| FrameError::new("Invalid field: since", id))?,
-        ),
+        Some(v) if is_object(v) => {
+            Some(serde_json::from_str(v).map_err(|_| FrameError::new("Invalid field: since", id))?)
+        }
         Some(_) => return Err(FrameError::new("Invalid field: since", id)),
     };
     Ok(Frame {
@@ -109,7 +180,7 @@ pub fn decode_frame(input: &str) -> Result<Frame<'_>, FrameError<'_>> {
         id,
         channel,
         key,
-        data: raw.data.map(RawValue::get),
+        data: raw.data,
         since,
     })
 }
@@ -233,6 +304,61 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn ids_are_bounded_scalars() {
+        for id in ["1", "-2.5", "\"x\"", "true", "null"] {
+            let input = format!(r#"{{"type":"ping","id":{id}}}"#);
+            assert_eq!(decode_frame(&input).unwrap().id, Some(id));
+        }
+        let long = format!("\"{}\"", "x".repeat(MAX_ID_BYTES - 2));
+        let input = format!(r#"{{"type":"ping","id":{long}}}"#);
+        assert_eq!(decode_frame(&input).unwrap().id, Some(long.as_str()));
+        let too_long = format!("\"{}\"", "x".repeat(MAX_ID_BYTES - 1));
+        for id in ["{}", "[1]", "{\"a\":1}", too_long.as_str()] {
+            let input = format!(r#"{{"type":"ping","id":{id}}}"#);
+            assert_eq!(err(&input), (400, "Invalid field: id".into(), None), "{id}");
+        }
+    }
+
+    #[test]
+    fn guarded_frames_are_refused_with_the_reason() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let input = format!(r#"{{"type":"publish","id":7,"data":{deep}}}"#);
+        assert_eq!(
+            err(&input),
+            (
+                400,
+                "JSON nested deeper than 32 levels at byte 63".into(),
+                Some("7")
+            )
+        );
+        // A very deep frame: refused early, and the id still found for the reply.
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        let input = format!(r#"{{"id":"d","type":"publish","data":{deep}}}"#);
+        assert_eq!(err(&input).2, Some("\"d\""));
+        let input = r#"{"type":"publish","id":"x","data":{"n":18446744073709551616}}"#;
+        let (code, message, id) = err(input);
+        assert_eq!((code, id), (400, Some("\"x\"")));
+        assert!(
+            message.starts_with("integer outside the 64-bit range"),
+            "{message}"
+        );
+        // An id that is itself out of range is not echoed.
+        let input = r#"{"type":"ping","id":18446744073709551616}"#;
+        assert_eq!(err(input).2, None);
+        let input = r#"{"type":"publish","id":1,"data":"\ud800"}"#;
+        assert_eq!(
+            err(input),
+            (
+                400,
+                "unpaired UTF-16 surrogate escape at byte 33".into(),
+                Some("1")
+            )
+        );
+        // Syntax errors keep the protocol's message.
+        assert_eq!(err("{\"type\":\"ping\",}").1, "Invalid JSON");
     }
 
     #[test]

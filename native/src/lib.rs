@@ -8,6 +8,7 @@ pub mod channels;
 pub mod clock;
 pub mod codec;
 pub mod history;
+pub mod jsonguard;
 pub mod jwt;
 pub mod keys;
 pub mod ratelimit;

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Self, final
 
 __all__ = [
+    "FRAME_ID_MAX_BYTES",
+    "JSON_MAX_DEPTH",
     "ChannelPolicy",
     "Claims",
     "ClientFrame",
@@ -16,6 +18,7 @@ __all__ = [
     "HTTPRequest",
     "HistoryBuffers",
     "InvalidToken",
+    "JSONLimitError",
     "RateLimiter",
     "RevokedToken",
     "TokenCodec",
@@ -23,6 +26,7 @@ __all__ = [
     "UWSApp",
     "UpgradeRequest",
     "__version__",
+    "check_json",
     "decode_frame",
     "encode_message",
     "ws_buffered_amount",
@@ -156,9 +160,11 @@ class FrameError(ValueError):
     code: int
     """Protocol error code (400)."""
     message: str
-    """``"Invalid JSON"``, ``"Missing message type"`` or ``"Invalid field: <name>"``."""
+    """``"Invalid JSON"``, ``"Missing message type"``, ``"Invalid field: <name>"`` or what
+    :func:`check_json` refused (e.g. ``"JSON nested deeper than 32 levels at byte 40"``)."""
     id: bytes | None
-    """Raw JSON of the frame's ``id`` if one could be read, to echo in the reply."""
+    """Raw JSON of the frame's ``id`` if one could be read (and is a valid id), to echo in
+    the reply."""
 
 @final
 class ClientFrame:
@@ -190,11 +196,46 @@ class ClientFrame:
 def decode_frame(payload: bytes | str) -> ClientFrame:
     """Decode a client frame (a JSON object; ``bytes`` must be UTF-8).
 
+    The whole frame is checked like :func:`check_json` with ``max_depth=JSON_MAX_DEPTH``
+    (the frame object is level 1) in the same pass that finds its members.
+
     Raises FrameError(400) with message ``"Invalid JSON"`` (not JSON, not an object, or
-    a member given twice), ``"Missing message type"`` (``type`` absent or not a non-empty
-    string) or ``"Invalid field: channel|key|since"`` (``channel``/``key`` not a string,
-    ``since`` not ``{"epoch": str, "offset": int >= 0}``). TypeError for other types.
+    a member given twice), the guard's message (nesting, a number out of range, an unpaired
+    surrogate escape: see :class:`JSONLimitError`), ``"Missing message type"`` (``type``
+    absent or not a non-empty string) or ``"Invalid field: id|channel|key|since"`` (``id``
+    not a string, number, boolean or null of at most ``FRAME_ID_MAX_BYTES`` bytes,
+    ``channel``/``key`` not a string, ``since`` not ``{"epoch": str, "offset": int >= 0}``).
+    TypeError for other types.
     """
+
+JSON_MAX_DEPTH: Final[int]
+"""32: the nesting depth allowed in client frames and, by default, by :func:`check_json`."""
+
+FRAME_ID_MAX_BYTES: Final[int]
+"""256: the longest ``id`` (raw JSON text) a client frame may carry."""
+
+class JSONLimitError(ValueError):
+    """A JSON text was refused by :func:`check_json`. ``str(err) == err.message``."""
+
+    kind: str
+    """``"size"``, ``"depth"``, ``"integer"``, ``"number"``, ``"string"`` or ``"syntax"``."""
+    status: int
+    """The HTTP status for it: 413 for ``size``, else 422."""
+    position: int | None
+    """Byte offset where the text was refused (None for ``size``)."""
+    message: str
+    """E.g. ``"JSON larger than 65536 bytes"``, ``"JSON nested deeper than 32 levels at byte
+    40"``, ``"integer outside the 64-bit range [-2**63, 2**64-1] at byte 9"``, ``"number too
+    large for a double at byte 9"``, ``"unpaired UTF-16 surrogate escape at byte 9"``,
+    ``"invalid JSON at byte 3"``."""
+
+def check_json(text: bytes | str, *, max_bytes: int, max_depth: int = 32) -> None:
+    """Check a JSON text in one pass, without building it: at most ``max_bytes`` bytes,
+    arrays/objects nested at most ``max_depth`` levels (the outermost container is level 1;
+    0 allows a scalar only; at most 1024), every integer in ``[-2**63, 2**64-1]`` (what orjson
+    encodes), every other number finite as a double, every ``\\u`` surrogate escape paired,
+    and valid JSON (``bytes`` must be UTF-8). Raises :class:`JSONLimitError`; ValueError if
+    ``max_depth`` is over 1024; TypeError for other types."""
 
 def encode_message(channel: str, data_json: bytes, offset: int | None = None) -> bytes:
     """``{"type":"message","channel":<channel>,"data":<data_json>,"offset":<n>}``, compact;

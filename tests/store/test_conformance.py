@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
 from pygw.core.timeutil import now_iso
@@ -16,6 +17,7 @@ from pygw.store.base import (
     RouteRecord,
     SessionRecord,
     Storage,
+    UnstorableValue,
     UserRecord,
 )
 
@@ -224,11 +226,67 @@ async def test_returned_session_is_a_copy(storage: Storage) -> None:
     assert again is not None and again.data["x"] == [1]
 
 
-async def test_unstorable_data_is_refused(storage: Storage) -> None:
+def deep_list(depth: int) -> list[object]:
+    doc: list[object] = []
+    for _ in range(depth - 1):
+        doc = [doc]
+    return doc
+
+
+UNSTORABLE = [
+    pytest.param(object(), id="not-json"),
+    pytest.param(2**64, id="int-above-u64"),
+    pytest.param(-(2**63) - 1, id="int-below-i64"),
+    pytest.param({"nested": [1, 2**64]}, id="nested-big-int"),
+    pytest.param("\ud800", id="unpaired-surrogate"),
+    pytest.param(deep_list(300), id="deeper-than-orjson-encodes"),
+]
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+async def test_unstorable_data_is_refused_and_changes_nothing(
+    make_storage: StorageFactory, value: object
+) -> None:
+    """Security review item 1: a value that cannot be encoded must never be stored (the
+    memory backend then failed every read of the session; Redis every flush of the node)."""
+    storage = await make_storage(batch_interval_ms=60_000)
     session = new_session("alice")
     await storage.create_session(session)
-    with pytest.raises(TypeError):
-        await storage.update_session(session.session_id, data={"x": object()})
+    await storage.update_session(session.session_id, data={"ok": 1})
+    with pytest.raises(UnstorableValue):
+        await storage.update_session(session.session_id, data={"bad": value, "also": 2})
+    with pytest.raises(TypeError):  # UnstorableValue is a TypeError, as before
+        await storage.update_session(session.session_id, data={"bad": value}, chat_id="c")
+    got = await storage.get_session(session.session_id)
+    assert got is not None
+    assert got.data == {"conversation": [], "api_key": None, "ok": 1}
+    assert got.chat_id is None
+    orjson.dumps(got.to_json_dict())  # what every read and the flush encode
+    assert await storage.update_session(session.session_id, data={"later": True}) is not None
+    await storage.flush()
+    again = await storage.get_session(session.session_id)
+    assert again is not None and again.data["later"] is True and "bad" not in again.data
+    assert storage.dropped_values == 0
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+async def test_unstorable_new_session_is_refused(storage: Storage, value: object) -> None:
+    session = new_session("alice", bad=value)
+    with pytest.raises(UnstorableValue):
+        await storage.create_session(session)
+    assert await storage.get_session(session.session_id) is None
+    assert await storage.list_user_sessions("alice") == []
+
+
+async def test_storable_extremes_are_kept(storage: Storage) -> None:
+    session = new_session("alice")
+    await storage.create_session(session)
+    data = {"max": 2**64 - 1, "min": -(2**63), "deep": deep_list(200), "text": "\u00e9\u2603"}
+    await storage.update_session(session.session_id, data=data)
+    await storage.flush()
+    got = await storage.get_session(session.session_id)
+    assert got is not None
+    assert {k: got.data[k] for k in data} == data
 
 
 async def test_delete_session_drops_pending_writes(make_storage: StorageFactory) -> None:

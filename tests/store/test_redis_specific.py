@@ -17,11 +17,13 @@ import redis
 
 from pygw.core.errors import BackendUnavailable
 from pygw.core.timeutil import now_iso
+from pygw.store._pending import SessionDelta
 from pygw.store.base import (
     ConnectionRecord,
     RefreshFamily,
     RouteRecord,
     SessionRecord,
+    UnstorableValue,
     UserRecord,
 )
 from pygw.store.redis import RedisStorage
@@ -524,3 +526,78 @@ async def test_routes_key_layout_and_malformed_entries(
     # Values another tool broke are skipped (and logged), the rest still load.
     raw.hset("pygw:routes", mapping={"bad1": "not json", "bad2": "[1]", "bad3": '{"path": "/"}'})
     assert await node.list_routes() == [route]
+
+
+# -- values that cannot be encoded (security review item 1) -----------------------------------
+async def test_one_unstorable_update_cannot_block_the_batch(
+    clean_redis: RedisServer, raw: redis.Redis
+) -> None:
+    """An integer past 2**64 once reached the write-behind batch, which then failed to encode
+    on every flush: no session of the node was written again, and the SIGTERM flush failed.
+    It is refused when given; the 100 others are written, later updates too, close works."""
+    node = RedisStorage(clean_redis.url, session_ttl=30, batch_interval_ms=60_000)
+    await node.start()
+    sessions = [new_session(f"user{i}") for i in range(101)]
+    for session in sessions:
+        await node.create_session(session)
+    bad = sessions[50]
+    for i, session in enumerate(sessions):
+        if session is bad:
+            with pytest.raises(UnstorableValue):
+                await node.update_session(session.session_id, data={"n": 2**64, "ok": i})
+        else:
+            await node.update_session(session.session_id, data={"n": i})
+    await node.flush()
+    for i, session in enumerate(sessions):
+        data = stored(raw, session.session_id)["data"]
+        assert data.get("n") == (None if session is bad else i)
+        assert "ok" not in data
+    await node.update_session(bad.session_id, data={"n": "fine now"})
+    await node.update_session(sessions[0].session_id, data={"n": "later"})
+    await node.close()  # the SIGTERM flush
+    assert stored(raw, bad.session_id)["data"]["n"] == "fine now"
+    assert stored(raw, sessions[0].session_id)["data"]["n"] == "later"
+    assert node.dropped_values == 0
+
+
+async def test_flush_drops_an_unencodable_value_alone_and_counts_it(
+    clean_redis: RedisServer, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defence in depth: should a value that cannot be encoded reach the pending writes some
+    other way than update_session (simulated by adding it to a pending delta), the flush drops
+    that value alone, logs and counts it, and writes everything else — the same session's
+    other keys, the other 100 sessions, later flushes and the one at close."""
+    node = RedisStorage(clean_redis.url, session_ttl=30, batch_interval_ms=60_000)
+    await node.start()
+    sessions = [new_session(f"user{i}") for i in range(101)]
+    for i, session in enumerate(sessions):
+        await node.create_session(session)
+        await node.update_session(session.session_id, data={"n": i})
+    poisoned = sessions[7].session_id
+    node._pending[poisoned].delta.absorb(SessionDelta(data={"big": 2**64, "also": "kept"}))
+    with caplog.at_level(logging.ERROR, logger="pygw.store.redis"):
+        await node.flush()
+    assert node.dropped_values == 1
+    assert f"session {poisoned}: dropping data['big']" in caplog.text
+    assert "Integer exceeds 64-bit range" in caplog.text
+    for i, session in enumerate(sessions):
+        data = stored(raw, session.session_id)["data"]
+        assert data["n"] == i
+    assert stored(raw, poisoned)["data"]["also"] == "kept"
+    assert "big" not in stored(raw, poisoned)["data"]
+    assert node.pending_writes == 0
+    await node.update_session(poisoned, data={"after": 1})
+    node._pending[poisoned].delta.absorb(SessionDelta(chat_id="\ud800"))
+    await node.close()
+    assert stored(raw, poisoned)["data"]["after"] == 1
+    assert stored(raw, poisoned)["chat_id"] is None
+    assert node.dropped_values == 2
+
+
+def test_script_args_leave_out_what_cannot_be_encoded() -> None:
+    delta = SessionDelta(
+        chat_id="c", data={"a": 1, "b": 2**64, "\ud800": 1, "c": [object()]}, last_access="t"
+    )
+    args, dropped = delta.script_args()
+    assert args == [b'"c"', b'"t"', "a", b'"a"', b"1"]
+    assert [field for field, _ in dropped] == ["data['b']", "data['\\ud800']", "data['c']"]

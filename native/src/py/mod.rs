@@ -4,6 +4,7 @@ mod channels;
 mod codec;
 mod history;
 mod json;
+mod jsonguard;
 mod jwt;
 mod ratelimit;
 mod uws;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     jwt::register(m)?;
     codec::register(m)?;
+    jsonguard::register(m)?;
     channels::register(m)?;
     ratelimit::register(m)?;
     history::register(m)?;

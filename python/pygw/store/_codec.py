@@ -14,6 +14,7 @@ from pygw.store.base import (
     RefreshFamily,
     RouteRecord,
     SessionRecord,
+    UnstorableValue,
     UserRecord,
 )
 
@@ -23,19 +24,44 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _NONE_STRINGS = frozenset({"", "None", "none", "null"})
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+"""orjson encodes integers in this range only."""
+
+
+def _plain_scalar(v: Any) -> bool:
+    """A value orjson surely encodes, checked in O(1): an ASCII string (``isascii`` reads a
+    flag; other strings may hold unpaired surrogates), a 64-bit integer, a bool, None."""
+    t = type(v)
+    if t is str:
+        return bool(v.isascii())
+    if t is int:
+        return bool(_INT_MIN <= v <= _INT_MAX)
+    return t is bool or v is None
 
 
 def clone_json(value: Any) -> Any:
-    """A deep copy through JSON; raises TypeError for values that cannot be stored.
+    """A deep copy through JSON; raises :class:`UnstorableValue` (a TypeError) for values that
+    cannot be stored (see its documentation), before anything uses them.
 
-    A flat dict of strings, integers, booleans and nulls (the usual session patch) is copied
-    directly: nothing in it can change under the caller or fail to serialise."""
+    A flat dict of ASCII strings, 64-bit integers, booleans and nulls (the usual session patch)
+    is copied directly: nothing in it can change under the caller or fail to serialise."""
     if type(value) is dict and all(
-        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+        type(k) is str and k.isascii() and _plain_scalar(v) for k, v in value.items()
     ):
         return dict(value)
-    return orjson.loads(orjson.dumps(value))
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        raise UnstorableValue(f"cannot store session data: {exc}") from None
+
+
+def encode_value(value: Any) -> bytes:
+    """``orjson.dumps(value)``, or :class:`UnstorableValue`."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        raise UnstorableValue(str(exc)) from None
 
 
 def _timestamp(value: Any, default: str) -> str:
@@ -74,7 +100,8 @@ def user_from_hash(username: str, fields: dict[str, str]) -> UserRecord:
 
 # -- sessions ----------------------------------------------------------------------------------
 def session_to_json(session: SessionRecord) -> bytes:
-    return orjson.dumps(session.to_json_dict())
+    """The stored JSON; :class:`UnstorableValue` if it cannot be encoded."""
+    return encode_value(session.to_json_dict())
 
 
 def session_from_json(session_id: str, raw: str | bytes) -> SessionRecord | None:

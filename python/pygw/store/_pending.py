@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from pygw.store._codec import clone_json
-from pygw.store.base import SessionRecord
+from pygw.store._codec import clone_json, encode_value
+from pygw.store.base import SessionRecord, UnstorableValue
 
 
 @dataclass(slots=True)
@@ -40,15 +38,28 @@ class SessionDelta:
         if self.last_access is not None:
             session.last_access = self.last_access
 
-    def script_args(self) -> list[bytes | str]:
-        """The MERGE_SESSION arguments after the first three (see ``_redis_scripts``)."""
-        args: list[bytes | str] = [
-            b"" if self.chat_id is None else orjson.dumps(self.chat_id),
-            b"" if self.last_access is None else orjson.dumps(self.last_access),
-        ]
+    def script_args(self) -> tuple[list[bytes | str], list[tuple[str, str]]]:
+        """The MERGE_SESSION arguments after the first three (see ``_redis_scripts``), and
+        what could not be encoded: ``(field, reason)`` pairs, each left out alone (a bad
+        ``chat_id`` keeps the stored one, a bad data key or value leaves that key as stored)."""
+        dropped: list[tuple[str, str]] = []
+
+        def encoded(name: str, value: object) -> bytes | None:
+            try:
+                return encode_value(value)
+            except UnstorableValue as exc:
+                dropped.append((name, str(exc)))
+                return None
+
+        chat_id = None if self.chat_id is None else encoded("chat_id", self.chat_id)
+        last_access = None if self.last_access is None else encoded("last_access", self.last_access)
+        args: list[bytes | str] = [chat_id or b"", last_access or b""]
         for key, value in self.data.items():
-            args += [key, orjson.dumps(key), orjson.dumps(value)]
-        return args
+            raw_key = encoded(f"data[{key!r}]", key)
+            raw_value = None if raw_key is None else encoded(f"data[{key!r}]", value)
+            if raw_key is not None and raw_value is not None:
+                args += [key, raw_key, raw_value]
+        return args, dropped
 
 
 @dataclass(slots=True)

@@ -103,6 +103,12 @@ class RouteRecord:
     """Client WebSocket messages whose ``type`` is ``name`` are sent to this route."""
 
 
+class UnstorableValue(TypeError):
+    """Session data holding a value that cannot be stored as JSON: an integer outside
+    ``[-2**63, 2**64-1]``, nesting deeper than orjson encodes (254 levels), a string with an
+    unpaired surrogate, or a non-JSON type. Raised before anything is stored."""
+
+
 @dataclass(slots=True)
 class StorageStats:
     total_users: int
@@ -117,6 +123,10 @@ class Storage(abc.ABC):
     """``"memory"`` or ``"redis"``."""
     on_flush: Callable[[int, float], None] | None = None
     """Set by the node: called after each write-behind flush with (sessions, seconds)."""
+    dropped_values: int = 0
+    """Session values the write-behind flush could not encode and dropped alone (each is
+    logged; the rest of the batch is written). Stays 0 while everything stored went through
+    :meth:`update_session`, which refuses such values; a node may export it as a metric."""
 
     @property
     def pending_writes(self) -> int:
@@ -168,7 +178,9 @@ class Storage(abc.ABC):
     # -- sessions -------------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_session(self, session: SessionRecord) -> None:
-        """Write a new session now (not write-behind: another node may read it next)."""
+        """Write a new session now (not write-behind: another node may read it next).
+
+        Raises :class:`UnstorableValue` (nothing written) if its data cannot be stored."""
 
     @abc.abstractmethod
     async def get_session(self, session_id: str) -> SessionRecord | None:
@@ -192,6 +204,8 @@ class Storage(abc.ABC):
 
         With ``owner``, raises :class:`pygw.core.errors.NotOwner` (and changes nothing) unless the
         session belongs to that user — the ownership check costs no extra round-trip.
+        Raises :class:`UnstorableValue` (and changes nothing) if ``data`` holds a value that
+        cannot be stored.
         With ``returning=False`` the merged session is not copied out: the result is the
         session's (shared, read-only) record or None — for callers that only need to know it
         exists.

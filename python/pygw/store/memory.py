@@ -158,10 +158,9 @@ class MemoryStorage(Storage):
         return len(expired)
 
     async def create_session(self, session: SessionRecord) -> None:
+        copy = copy_session(session)  # UnstorableValue before anything changes
         self._drop(session.session_id)
-        self._sessions[session.session_id] = _Stored(
-            copy_session(session), self._clock() + self._ttl
-        )
+        self._sessions[session.session_id] = _Stored(copy, self._clock() + self._ttl)
         self._user_sessions.setdefault(session.user_id, {})[session.session_id] = None
 
     async def get_session(self, session_id: str) -> SessionRecord | None:

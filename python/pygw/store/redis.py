@@ -325,11 +325,12 @@ class RedisStorage(Storage):
     # -- sessions -------------------------------------------------------------------------------
     async def create_session(self, session: SessionRecord) -> None:
         sid = session.session_id
+        doc = session_to_json(session)  # UnstorableValue before anything changes
         self._pending.pop(sid, None)
         now = time.time()
         with unavailable_on_error("create_session"):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.set(SESSIONS + sid, session_to_json(session), px=self._ttl_ms)
+            pipe.set(SESSIONS + sid, doc, px=self._ttl_ms)
             pipe.zadd(
                 USER_SESSIONS + session.user_id, {sid: unix_from_iso(session.created_at, now)}
             )
@@ -530,14 +531,19 @@ class RedisStorage(Storage):
             log.warning("Redis reachable again; pending session updates are being written")
 
     async def _merge(self, batch: list[tuple[str, PendingSession, SessionDelta]]) -> list[Any]:
+        """One MERGE_SESSION per session. Each value is encoded alone: one that cannot be
+        (see :class:`~pygw.store.base.UnstorableValue`) is logged, counted in
+        ``dropped_values`` and left out, and everything else is written."""
         now = time.time()
-        calls = [
-            (
-                [SESSIONS + sid, SESSION_EXPIRY],
-                [self._ttl_ms, now + self._ttl, sid, *delta.script_args()],
+        calls = []
+        for sid, _, delta in batch:
+            args, dropped = delta.script_args()
+            for field, reason in dropped:
+                self.dropped_values += 1
+                log.error("session %s: dropping %s from the write-behind: %s", sid, field, reason)
+            calls.append(
+                ([SESSIONS + sid, SESSION_EXPIRY], [self._ttl_ms, now + self._ttl, sid, *args])
             )
-            for sid, _, delta in batch
-        ]
         return await lua.MERGE_SESSION.run_many(self._redis, calls)
 
     # -- connection records ---------------------------------------------------------------------
