@@ -143,4 +143,3 @@ def test_an_update_that_cannot_be_stored_is_422(gw: GatewayProcess, http: httpx.
     r = http.post(f"/sessions/update/{a.session_id}", content=BIG_UPDATE, headers=headers)
     assert r.status_code == 422
     assert "64-bit" in r.json()["detail"]
-
