@@ -573,3 +573,14 @@ def test_upgrade_without_host_is_refused(server: ServerThread) -> None:
     assert answer[0] == "HTTP/1.1 400 Bad Request"
     assert orjson.loads(answer[2]) == {"error": "Missing Host header", "path": "/ws/connect"}
     assert server.ws.upgrades == []
+
+
+@pytest.mark.parametrize("name", ["X_Forwarded_For", "x.y", "a+b", "K%1Z.q"])
+def test_header_names_uws_cannot_parse_get_400_not_a_hang(server: ServerThread, name: str) -> None:
+    """uWS takes header names of letters, digits and '-' only: with any other token character
+    it waited for more data until its idle timeout. Found by the schema fuzzer."""
+    raw = f"POST /echo HTTP/1.1\r\nHost: x\r\n{name}: v\r\nContent-Length: 2\r\n\r\n{{}}"
+    (answer,) = responses(until_closed(server.port, raw.encode()))
+    assert answer[0] == "HTTP/1.1 400 Bad Request"
+    assert orjson.loads(answer[2]) == {"error": "Unsupported header name", "path": "/echo"}
+    assert server.http.seen == []

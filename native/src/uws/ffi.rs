@@ -151,6 +151,8 @@ symbols!(Uws {
     us_socket_write: fn(c_int, Ptr, *const c_char, c_int, c_int) -> c_int;
     us_socket_shutdown: fn(c_int, Ptr);
     us_socket_close: fn(c_int, Ptr, c_int, Ptr) -> Ptr;
+    us_socket_is_closed: fn(c_int, Ptr) -> c_int;
+    us_socket_is_shut_down: fn(c_int, Ptr) -> c_int;
     us_listen_socket_close: fn(c_int, Ptr);
     us_poll_fd: fn(Ptr) -> c_int;
     us_socket_context: fn(c_int, Ptr) -> Ptr;

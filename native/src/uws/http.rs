@@ -264,6 +264,40 @@ pub fn hostless_head(chunk: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
+/// A whole request head at the start of `chunk` that uWS will never
+/// dispatch: `(method, target, why)`. Called only for a chunk uWS kept
+/// without a request or body callback (it waits for more data, until its
+/// idle timeout: the client sees a hang). uWS's parser (socketify 0.0.31)
+/// takes header names of letters, digits and `-` only, so a name with any
+/// other token character (`.`, `_`, `+`, `!`, ...) stalls it.
+pub fn stuck_head(chunk: &[u8]) -> Option<(&[u8], &[u8], &'static str)> {
+    if !chunk.first()?.is_ascii_uppercase() {
+        return None;
+    }
+    let line_end = chunk.iter().position(|&b| b == b'\n')?;
+    let line = chunk[..line_end].strip_suffix(b"\r")?;
+    let rest = line
+        .strip_suffix(b" HTTP/1.1")
+        .or_else(|| line.strip_suffix(b" HTTP/1.0"))?;
+    request_target(rest)?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let (method, target) = (&rest[..space], &rest[space + 1..]);
+    let mut why = "Malformed request";
+    let mut at = line_end + 1;
+    loop {
+        let rest = &chunk[at..];
+        if rest.starts_with(b"\r\n") {
+            return Some((method, target, why));
+        }
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let name = rest[..end].split(|&b| b == b':').next().unwrap_or_default();
+        if !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+            why = "Unsupported header name";
+        }
+        at += end + 1;
+    }
+}
+
 /// `METHOD SP target` with a token method and a target without blanks.
 fn request_target(line: &[u8]) -> Option<()> {
     let space = line.iter().position(|&b| b == b' ')?;
@@ -639,6 +673,34 @@ mod tests {
                 None,
                 "{not_a_whole_head:?}"
             );
+        }
+    }
+
+    #[test]
+    fn stuck_heads_are_whole_heads_with_a_reason() {
+        assert_eq!(
+            stuck_head(b"POST /a?b HTTP/1.1\r\nHost: x\r\nX.Y: 1\r\n\r\n{}"),
+            Some((&b"POST"[..], &b"/a?b"[..], "Unsupported header name"))
+        );
+        for name in ["x_y", "a+b", "a!b", "a~b", "a b"] {
+            let head = format!("GET / HTTP/1.0\r\n{name}: v\r\n\r\n");
+            assert_eq!(
+                stuck_head(head.as_bytes()).map(|s| s.2),
+                Some("Unsupported header name"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            stuck_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-Ok-1: v:w\r\n\r\n").map(|s| s.2),
+            Some("Malformed request")
+        );
+        for not_whole in [
+            &b"GET / HTTP/1.1\r\nX.Y: 1\r\n"[..],
+            b"{\"a\": 1}",
+            b"GET / HTTP/2\r\n\r\n",
+            b"",
+        ] {
+            assert_eq!(stuck_head(not_whole), None);
         }
     }
 

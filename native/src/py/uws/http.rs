@@ -14,7 +14,7 @@ use super::{
 use crate::uws::ffi::{Ptr, Uws, SSL};
 use crate::uws::http::{
     body_plan, has_prefix, hostless_head, latin1, method_upper, plain_error_body, raw_response,
-    split_url, Body, BodyPlan, Framing, HeaderList,
+    split_url, stuck_head, Body, BodyPlan, Framing, HeaderList,
 };
 use crate::uws::slab::Key;
 
@@ -356,12 +356,17 @@ unsafe fn copy_headers<'py>(
     Ok(dict)
 }
 
-/// The data handler of uWS's HTTP context (see `uws::datahook`): a chunk
-/// that starts a request head without `Host` is handed to uWS with an empty
-/// `Host:` line inserted, so that uWS dispatches it (it never would) and the
-/// request callback, told by `Server::hostless`, refuses it (HTTP/1.1) or
-/// serves it (HTTP/1.0, where Host is optional). Everything else goes to uWS
-/// untouched.
+/// The data handler of uWS's HTTP context (see `uws::datahook`), around
+/// uWS's own, for the two kinds of request head uWS never dispatches:
+/// - a head without `Host` is handed to uWS with an empty `Host:` line
+///   inserted, so that uWS dispatches it and the request callback, told by
+///   `Server::hostless`, refuses it (HTTP/1.1) or serves it (HTTP/1.0, where
+///   Host is optional);
+/// - a whole head that uWS kept without a request or body callback (see
+///   `stuck_head`) is refused with 400 and the connection closed.
+///
+/// Costs, on the common path, a look at the first byte of a chunk, the
+/// request line and the header names up to `Host`, and a counter compare.
 pub(super) extern "C" fn on_socket_data(socket: Ptr, data: *mut c_char, length: c_int) -> Ptr {
     let Some(server) = current() else {
         return socket; // unreachable: the hook is installed by a live server
@@ -369,24 +374,86 @@ pub(super) extern "C" fn on_socket_data(socket: Ptr, data: *mut c_char, length: 
     let Some(uws_on_data) = server.uws_on_data.get() else {
         return socket;
     };
-    let insert_at = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: uSockets gives `length` readable bytes.
-        let chunk = unsafe { slice(data, usize::try_from(length).unwrap_or(0)) };
+    // SAFETY: uSockets gives `length` readable bytes, alive during the call.
+    let chunk = unsafe { slice(data, usize::try_from(length).unwrap_or(0)) };
+    let rewritten = catch_unwind(AssertUnwindSafe(|| {
         hostless_head(chunk)
             .filter(|_| !server.reading_body(socket))
             .map(|(at, _)| with_empty_host(chunk, at))
     }))
     .unwrap_or(None);
-    let Some(mut buffer) = insert_at else {
-        return uws_on_data(socket, data, length);
+    let before = server.consumed.get();
+    let result = match rewritten {
+        None => uws_on_data(socket, data, length),
+        Some(mut buffer) => {
+            let start = buffer.as_mut_ptr().wrapping_add(PADDING).cast::<c_char>();
+            let len = c_int::try_from(buffer.len() - 2 * PADDING).unwrap_or(c_int::MAX);
+            server.hostless.set(socket as usize);
+            let result = uws_on_data(socket, start, len);
+            server.hostless.set(0);
+            result
+        }
     };
-    let start = buffer.as_mut_ptr().wrapping_add(PADDING).cast::<c_char>();
-    let len = c_int::try_from(buffer.len() - 2 * PADDING).unwrap_or(c_int::MAX);
-    server.hostless.set(socket as usize);
-    let result = uws_on_data(socket, start, len);
-    server.hostless.set(0);
-    drop(buffer);
+    if server.consumed.get() == before && result == socket {
+        guard("stalled request", || {
+            // SAFETY: the socket is live unless uWS closed it (checked first).
+            unsafe { refuse_stuck(server, socket, chunk) }
+        });
+    }
     result
+}
+
+/// Refuses (400, close) the request head at the start of `chunk` if uWS
+/// kept it without doing anything (see `stuck_head`).
+///
+/// # Safety
+/// `socket` must be a connection of this server's HTTP context, returned by
+/// uWS's data handler just now.
+unsafe fn refuse_stuck(server: &'static Server, socket: Ptr, chunk: &[u8]) {
+    let uws = &server.api.uws;
+    let Some((raw_method, target, why)) = stuck_head(chunk) else {
+        return;
+    };
+    if (uws.us_socket_is_closed)(SSL, socket) != 0
+        || (uws.us_socket_is_shut_down)(SSL, socket) != 0
+        || server.reading_body(socket)
+    {
+        return;
+    }
+    let Some(config) = server.http.get() else {
+        return;
+    };
+    Python::attach(|py| {
+        let (path, query) = split_url(target);
+        let built = Bound::new(
+            py,
+            HttpRequest {
+                method: method(py, raw_method).into_any().unbind(),
+                path: PyString::new(py, &String::from_utf8_lossy(path))
+                    .into_any()
+                    .unbind(),
+                query_string: PyString::new(py, &String::from_utf8_lossy(query))
+                    .into_any()
+                    .unbind(),
+                headers: PyDict::new(py).into_any().unbind(),
+                // A `uws_res_t *` is its `us_socket_t *`.
+                client_ip: server.client_ip(py, socket).into_any(),
+                body: PyBytes::new(py, b"").into_any().unbind(),
+                params: None,
+                state: None,
+                link: Link::new(socket, server),
+                refused: true,
+            },
+        );
+        match built {
+            Ok(request) => error(py, server, config, &request, 400, why),
+            Err(err) => {
+                server.report(py, "HTTP request handling (before dispatch)", err);
+                let body = plain_error_body(400, why);
+                write_and_close(uws, socket, &raw_response(400, &[], JSON, &body));
+            }
+        }
+    });
 }
 
 /// Padding on both sides of a rewritten chunk (uWS writes fence bytes past
@@ -501,6 +568,7 @@ pub(super) unsafe fn refuse(
 unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
     let api = server.api;
     let uws = &api.uws;
+    server.consume();
     let Some(config) = server.http.get() else {
         plain_error(api, res, 500, "Internal Server Error");
         return;
@@ -583,6 +651,7 @@ extern "C" fn on_data(_res: Ptr, chunk: *const c_char, len: usize, is_end: bool,
     let Some(server) = current() else {
         return;
     };
+    server.consume();
     guard("HTTP body", || {
         Python::attach(|py| {
             // SAFETY: uWS gives `len` readable bytes for this call.

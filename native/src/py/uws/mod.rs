@@ -126,12 +126,20 @@ pub(crate) struct Server {
     /// an inserted empty `Host:` (it had none); taken by the first request or
     /// upgrade callback of that connection.
     hostless: Cell<usize>,
+    /// Request, upgrade and body callbacks so far: `on_socket_data` tells
+    /// from it whether uWS did anything with a chunk.
+    consumed: Cell<u64>,
     /// The last remote address seen, as text and as a Python string (most
     /// traffic comes from few addresses: proxies, load balancers).
     last_ip: RefCell<(Vec<u8>, Option<Py<PyString>>)>,
 }
 
 impl Server {
+    /// Counts a request, upgrade or body callback.
+    pub(crate) fn consume(&self) {
+        self.consumed.set(self.consumed.get().wrapping_add(1));
+    }
+
     /// Whether `res`'s request is the one `on_socket_data` gave a `Host:`.
     pub(crate) fn take_hostless(&self, res: Ptr) -> bool {
         if self.hostless.get() == res as usize {
@@ -278,6 +286,7 @@ impl UwsApp {
             listen_socket: Cell::new(ptr::null_mut()),
             uws_on_data: Cell::new(None),
             hostless: Cell::new(0),
+            consumed: Cell::new(0),
             last_ip: RefCell::new((Vec::new(), None)),
         }));
         CURRENT.store(ptr::from_ref(server).cast_mut(), Ordering::Relaxed);

@@ -263,6 +263,7 @@ unsafe fn upgrade(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr, c
         plain_error(api, res, 500, "Internal Server Error");
         return;
     };
+    server.consume();
     if let Some(message) = http::refusal(server, res, req) {
         http::refuse(py, server, res, req, message);
         return;
