@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from redis_server import RedisServer
 
 TEST_SECRET = "pygw-test-secret-key-0123456789abcdef"
 # Cheap argon2 parameters keep tests fast; the default (OWASP) ones are exercised separately.
@@ -132,3 +135,18 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def gateway_on(
+    backend: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[GatewayProcess]:
+    """Body of a fixture: a started gateway with ``env`` on the ``memory`` or ``redis``
+    backend (its own redis-server); both stopped when the fixture ends."""
+    redis = RedisServer() if backend == "redis" else None
+    proc = GatewayProcess(redis_url=redis.url if redis else None, env=env, log_path=log_path)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+        if redis is not None:
+            redis.close()

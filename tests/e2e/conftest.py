@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_process import GatewayProcess
-from redis_server import RedisServer
+from gateway_process import GatewayProcess, gateway_on
 
 ADMIN = "root_admin"
 
@@ -71,18 +70,7 @@ def backend_gateway(
 ) -> Iterator[GatewayProcess]:
     """Body of a module fixture parametrized with ``memory``/``redis``: a gateway with ``env``,
     on its own redis-server for the ``redis`` param; stopped (both) when the module is done."""
-    redis = RedisServer() if request.param == "redis" else None
-    proc = GatewayProcess(
-        redis_url=redis.url if redis else None,
-        env=env,
-        log_path=tmp_path_factory.mktemp("gw") / "gateway.log",
-    )
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
-        if redis is not None:
-            redis.close()
+    yield from gateway_on(request.param, tmp_path_factory.mktemp("gw") / "gateway.log", env)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +28,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from gateway_process import GatewayProcess
-from redis_server import RedisServer
+from gateway_process import GatewayProcess, gateway_on
 
 EXAMPLES = int(os.environ.get("PYGW_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("PYGW_FUZZ_SEED", "20261205"))
@@ -138,21 +136,13 @@ BACKENDS = os.environ.get("PYGW_FUZZ_BACKENDS", "memory,redis").split(",")
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    redis = RedisServer() if request.param == "redis" else None
-    log: Path = tmp_path_factory.mktemp("fuzz") / "gateway.log"
     env = {
         "PYGW_ADMIN_USERS": ADMIN,
         "PYGW_API_KEYS": API_KEY,
         "PYGW_RATE_LOGIN": "0",
         "PYGW_NAMESPACES": '[{"name": "hist", "history_size": 20, "presence": true}]',
     }
-    proc = GatewayProcess(redis_url=redis.url if redis else None, env=env, log_path=log)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
-        if redis is not None:
-            redis.close()
+    yield from gateway_on(request.param, tmp_path_factory.mktemp("fuzz") / "gateway.log", env)
 
 
 _names = itertools.count()
@@ -188,11 +178,15 @@ def test_every_operation_is_fuzzed(schema: Any) -> None:
     assert sorted(fuzzed) == sorted(OPERATIONS)
 
 
-def known_failure(request: pytest.FixtureRequest, test: str, label: str) -> None:
+def operation_of(request: pytest.FixtureRequest, test: str, label: str, schema: Any) -> Any:
+    """The schema's operation ``label``; marks the test xfail(strict) if it is a known
+    failure on this backend."""
     backend = request.node.callspec.params["gateway"]
     reason = KNOWN_FAILURES.get((test, backend, label))
     if reason is not None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+    method, path = label.split(" ", 1)
+    return schema[path][method]
 
 
 def known_values(path: str, admin: dict[str, str]) -> dict[str, str]:
@@ -252,11 +246,9 @@ def test_operation(
     request: pytest.FixtureRequest,
 ) -> None:
     """Generated requests, valid and invalid (half of them with parameters that exist)."""
-    known_failure(request, "generated", label)
-    method, path = label.split(" ", 1)
-    operation = schema[path][method]
+    operation = operation_of(request, "generated", label, schema)
     strategies = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
-    present = known_values(path, admin)
+    present = known_values(operation.path, admin)
     if present:
         strategies.append(operation.as_strategy(path_parameters=present))
     run(label, st.one_of(*strategies), gateway, admin, examples=EXAMPLES)
@@ -271,10 +263,8 @@ def test_edge_bodies(
     request: pytest.FixtureRequest,
 ) -> None:
     """The explicit bodies of EDGE_BODIES, each once."""
-    known_failure(request, "edge", label)
-    method, path = label.split(" ", 1)
-    operation = schema[path][method]
-    present = known_values(path, admin)
+    operation = operation_of(request, "edge", label, schema)
+    present = known_values(operation.path, admin)
     explicit = [
         operation.Case(body=body, path_parameters=present, media_type="application/json")
         for body in EDGE_BODIES[label]

@@ -271,7 +271,25 @@ unsafe fn has_header(uws: &Uws, req: Ptr, name: &[u8]) -> bool {
     !p.is_null()
 }
 
-extern "C" fn add_framing_header(
+/// What `for_each_header` hands every header to.
+trait HeaderSink {
+    /// Slices of uWS's request buffer: alive during the request callback.
+    fn add(&mut self, name: &'static [u8], value: &'static [u8]);
+}
+
+impl HeaderSink for HeaderList<'static> {
+    fn add(&mut self, name: &'static [u8], value: &'static [u8]) {
+        HeaderList::add(self, name, value);
+    }
+}
+
+impl HeaderSink for Framing {
+    fn add(&mut self, name: &'static [u8], value: &'static [u8]) {
+        Framing::add(self, name, value);
+    }
+}
+
+extern "C" fn add_header<S: HeaderSink>(
     name: *const c_char,
     name_len: usize,
     value: *const c_char,
@@ -279,13 +297,22 @@ extern "C" fn add_framing_header(
     user_data: Ptr,
 ) {
     guard("header iteration", || {
-        // SAFETY: user_data is the Framing of `framing_refusal`; the slices
-        // are uWS's request buffer, alive during the request callback.
+        // SAFETY: user_data is the sink of `for_each_header`; the slices are
+        // uWS's request buffer, alive during the request callback.
         unsafe {
-            let framing = &mut *user_data.cast::<Framing>();
-            framing.add(slice(name, name_len), slice(value, value_len));
+            let sink = &mut *user_data.cast::<S>();
+            sink.add(slice(name, name_len), slice(value, value_len));
         }
     });
+}
+
+/// Every request header, in order, to `sink`.
+///
+/// # Safety
+/// `req` must be the live request of the current callback; what `sink` keeps
+/// must not outlive it.
+unsafe fn for_each_header<S: HeaderSink>(uws: &Uws, req: Ptr, sink: &mut S) {
+    (uws.uws_req_for_each_header)(req, add_header::<S>, std::ptr::from_mut(sink).cast());
 }
 
 /// Why the request's framing must be refused (400), looking at every header
@@ -298,29 +325,8 @@ unsafe fn framing_refusal(uws: &Uws, req: Ptr) -> Option<&'static str> {
         return None;
     }
     let mut framing = Framing::default();
-    (uws.uws_req_for_each_header)(
-        req,
-        add_framing_header,
-        std::ptr::from_mut(&mut framing).cast(),
-    );
+    for_each_header(uws, req, &mut framing);
     framing.refusal()
-}
-
-extern "C" fn collect_header(
-    name: *const c_char,
-    name_len: usize,
-    value: *const c_char,
-    value_len: usize,
-    user_data: Ptr,
-) {
-    guard("header iteration", || {
-        // SAFETY: user_data is the HeaderList of `copy_headers`; the slices
-        // are uWS's request buffer, alive during the request callback.
-        unsafe {
-            let list = &mut *user_data.cast::<HeaderList<'static>>();
-            list.add(slice(name, name_len), slice(value, value_len));
-        }
-    });
 }
 
 /// The request headers as a dict: every header for paths under
@@ -338,7 +344,7 @@ unsafe fn copy_headers<'py>(
     let dict = PyDict::new(py);
     if has_prefix(path, &config.all_prefixes) {
         let mut list = HeaderList::default();
-        (uws.uws_req_for_each_header)(req, collect_header, std::ptr::from_mut(&mut list).cast());
+        for_each_header(uws, req, &mut list);
         for (name, value) in &list.items {
             dict.set_item(
                 PyString::new(py, &latin1(name)),
