@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 
-from redis_server import RedisServer
-
 TEST_SECRET = "pygw-test-secret-key-0123456789abcdef"
 # Cheap argon2 parameters keep tests fast; the default (OWASP) ones are exercised separately.
 FAST_ARGON2 = {"PYGW_ARGON2_MEMORY_KIB": "1024", "PYGW_ARGON2_TIME_COST": "1"}
@@ -142,6 +140,9 @@ def gateway_on(
 ) -> Iterator[GatewayProcess]:
     """Body of a fixture: a started gateway with ``env`` on the ``memory`` or ``redis``
     backend (its own redis-server); both stopped when the fixture ends."""
+    # Imported here: benches import this module as ``tests.gateway_process``.
+    from redis_server import RedisServer
+
     redis = RedisServer() if backend == "redis" else None
     proc = GatewayProcess(redis_url=redis.url if redis else None, env=env, log_path=log_path)
     try:
