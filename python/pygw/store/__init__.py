@@ -10,6 +10,7 @@ from pygw.store.base import (
     RotateOutcome,
     SessionRecord,
     Storage,
+    UnstorableValue,
     UserRecord,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "RotateOutcome",
     "SessionRecord",
     "Storage",
+    "UnstorableValue",
     "UserRecord",
 ]
