@@ -431,25 +431,16 @@ unsafe fn refuse_stuck(server: &'static Server, socket: Ptr, chunk: &[u8]) {
     };
     Python::attach(|py| {
         let (path, query) = split_url(target);
-        let built = Bound::new(
+        // A `uws_res_t *` is its `us_socket_t *`.
+        let built = new_request(
             py,
-            HttpRequest {
-                method: method(py, raw_method).into_any().unbind(),
-                path: PyString::new(py, &String::from_utf8_lossy(path))
-                    .into_any()
-                    .unbind(),
-                query_string: PyString::new(py, &String::from_utf8_lossy(query))
-                    .into_any()
-                    .unbind(),
-                headers: PyDict::new(py).into_any().unbind(),
-                // A `uws_res_t *` is its `us_socket_t *`.
-                client_ip: server.client_ip(py, socket).into_any(),
-                body: PyBytes::new(py, b"").into_any().unbind(),
-                params: None,
-                state: None,
-                link: Link::new(socket, server),
-                refused: true,
-            },
+            server,
+            socket,
+            raw_method,
+            path,
+            query,
+            PyDict::new(py),
+            true,
         );
         match built {
             Ok(request) => error(py, server, config, &request, 400, why),
@@ -506,6 +497,21 @@ unsafe fn build<'py>(
     let full = out_slice(|out| (uws.uws_req_get_full_url)(req, out));
     let (path, query) = split_url(full);
     let headers = copy_headers(py, uws, config, req, path)?;
+    new_request(py, server, res, raw_method, path, query, headers, refused)
+}
+
+/// An exchange with `res`, from parts copied out of uWS.
+#[allow(clippy::too_many_arguments)]
+fn new_request<'py>(
+    py: Python<'py>,
+    server: &'static Server,
+    res: Ptr,
+    raw_method: &[u8],
+    path: &[u8],
+    query: &[u8],
+    headers: Bound<'py, PyDict>,
+    refused: bool,
+) -> PyResult<Bound<'py, HttpRequest>> {
     let request = HttpRequest {
         method: method(py, raw_method).into_any().unbind(),
         path: PyString::new(py, &String::from_utf8_lossy(path))
