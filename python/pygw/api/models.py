@@ -111,8 +111,9 @@ class ConnectionResponse(Model):
     session_id: str
     gateway_id: str
     ws_connected: bool
-    last_seen: str
-    connected_at: str | None = None
+    last_seen: float
+    """Epoch seconds, as the original returns them."""
+    connected_at: float | None = None
 
 
 # --- health ------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class AuthService:
                     session_id=session_id,
                     gateway_id=self.settings.gateway_id,
                     ws_connected=False,
-                    last_seen=now,
+                    last_seen=time.time(),
                 ),
             ),
         )

@@ -241,7 +241,7 @@ class Hub:
         )
         self.metrics.connections_opened += 1
         if first:
-            now = now_iso()
+            now = conn.connected_at
             self.tasks.spawn(
                 self.storage.set_connection(
                     conn.user_id,
@@ -276,7 +276,7 @@ class Hub:
                 session_id=conn.session_id,
                 gateway_id=self.node_id,
                 ws_connected=False,
-                last_seen=now_iso(),
+                last_seen=time.time(),
                 connected_at=None,
             ),
         )
