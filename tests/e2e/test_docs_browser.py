@@ -25,7 +25,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 
 def resources_outside(driver: WebDriver, base: str) -> list[str]:
-    """URLs the page loaded from anywhere but the gateway (a CDN, a validator badge, ...)."""
+    """URLs the page asked for anywhere but the gateway (a CDN, a validator badge, a logo)."""
     urls: list[str] = driver.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
@@ -33,6 +33,17 @@ def resources_outside(driver: WebDriver, base: str) -> list[str]:
     return [
         u for u in urls if urlsplit(u).scheme in ("http", "https") and urlsplit(u).netloc != origin
     ]
+
+
+def blocked_by_policy(driver: WebDriver) -> set[str]:
+    """URLs the page's Content-Security-Policy stopped (this machine has no network, so a
+    request that left would fail anyway: what shows it never leaves is the policy)."""
+    blocked = set()
+    for entry in driver.get_log("browser"):
+        message = entry["message"]
+        if "violates the following Content Security Policy" in message:
+            blocked.add(message.split("'")[1])
+    return blocked
 
 
 def test_swagger_ui_lists_the_operations(gw: GatewayProcess, browser: WebDriver) -> None:
@@ -65,6 +76,23 @@ def test_swagger_ui_lists_the_operations(gw: GatewayProcess, browser: WebDriver)
         message="the login operation did not expand",
     )
     screenshot(browser, "docs_swagger_ui_login")
+    # "Try it out" calls the gateway from the page: GET /ws/health answers 200.
+    browser.find_element(By.CSS_SELECTOR, '.opblock-summary-path[data-path="/ws/health"]').click()
+    block = '.opblock.is-open:has(.opblock-summary-path[data-path="/ws/health"])'
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"{block} .try-out__btn")
+    ).pop().click()
+    browser.find_element(By.CSS_SELECTOR, f"{block} .execute").click()
+    status = WebDriverWait(browser, 10).until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, f"{block} .live-responses-table tbody .response-col_status"
+        ),
+        message="no live response to Execute",
+    )
+    screenshot(browser, "docs_swagger_ui_try_it_out")
+    assert status[0].text.strip() == "200"
+    body = browser.find_element(By.CSS_SELECTOR, f"{block} .live-responses-table .microlight")
+    assert '"active_connections"' in body.text
     assert resources_outside(browser, gw.url) == []
 
 
@@ -79,4 +107,7 @@ def test_redoc_lists_the_operations(gw: GatewayProcess, browser: WebDriver) -> N
         screenshot(browser, "docs_redoc")
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "/sessions/login" in text and "Log in" in text
-    assert resources_outside(browser, gw.url) == []
+    # ReDoc shows its vendor's logo from cdn.redoc.ly: the page's policy keeps it from loading
+    # (ReDoc then hides it).
+    outside = resources_outside(browser, gw.url)
+    assert set(outside) <= blocked_by_policy(browser), outside
