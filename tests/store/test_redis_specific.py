@@ -376,7 +376,9 @@ async def test_close_flushes_pending_writes(clean_redis: RedisServer, raw: redis
     session = new_session("alice")
     await node.create_session(session)
     await node.update_session(session.session_id, data={"api_key": "at-close"})
-    await node.set_connection("alice", ConnectionRecord(session.session_id, "gw", False, time.time()))
+    await node.set_connection(
+        "alice", ConnectionRecord(session.session_id, "gw", False, time.time())
+    )
     await node.close()
     await node.close()  # idempotent
     assert stored(raw, session.session_id)["data"]["api_key"] == "at-close"
