@@ -102,6 +102,27 @@ METRICS = (
 )
 
 
+def summary_metrics(summary_path: Path) -> dict[str, Any]:
+    """The :data:`METRICS` of k6's ``--summary-export`` file (empty ones if k6 wrote none)."""
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return {name: metric(summary, name) for name in METRICS}
+
+
+def run_facts(
+    profile: str, script: str, peak: int, session_s: float, interval_ms: int, code: int
+) -> dict[str, Any]:
+    """What every result records about the run, first."""
+    return {
+        "profile": profile,
+        "script": f"k6/{script}",
+        "peak_vus": peak,
+        "session_s": session_s,
+        "interval_ms": interval_ms,
+        "k6_exit_code": code,
+        "thresholds_passed": code == 0,
+    }
+
+
 def wait_bounded(proc: subprocess.Popen[bytes], timeout: float) -> int:
     """k6's exit status; 124 if it had to be stopped after ``timeout`` seconds."""
     try:
@@ -139,18 +160,11 @@ def run_against(
     print(f"running k6 {script} against {target}", flush=True)
     t_start = time.monotonic()
     code = wait_bounded(subprocess.Popen(cmd, cwd=tmp), timeout)
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     out = {
-        "profile": args.profile,
-        "script": f"k6/{script}",
+        **run_facts(args.profile, script, peak, session_s, interval_ms, code),
         "target": target,
-        "peak_vus": peak,
-        "session_s": session_s,
-        "interval_ms": interval_ms,
-        "k6_exit_code": code,
-        "thresholds_passed": code == 0,
         "k6_wall_s": round(time.monotonic() - t_start, 1),
-        "metrics": {name: metric(summary, name) for name in METRICS},
+        "metrics": summary_metrics(summary_path),
     }
     for name in ("gw_msg_rtt", "gw_connect_time", "gw_errors", "gw_sessions"):
         print(name, json.dumps(out["metrics"][name]))
@@ -262,15 +276,8 @@ def main(argv: list[str]) -> int:
             stop.set()
             watcher.join()
             t_end = time.monotonic()
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         out = {
-            "profile": args.profile,
-            "script": f"k6/{script}",
-            "peak_vus": peak,
-            "session_s": session_s,
-            "interval_ms": interval_ms,
-            "k6_exit_code": code,
-            "thresholds_passed": code == 0,
+            **run_facts(args.profile, script, peak, session_s, interval_ms, code),
             "accounts_setup_s": round(setup_s, 1),
             "gateway_cpu_pct_avg": sampler.pct(t_start, t_end),
             "gateway_peak_rss_mib": round(gw_rss[0] / 2**20, 1),
@@ -287,7 +294,7 @@ def main(argv: list[str]) -> int:
             "listen_overflows": h.listen_drops()["ListenOverflows"] - drops0,
             "cpu_per_second_k6_gateway": [[round(k), round(g)] for k, g in per_second],
             "k6_wall_s": round(t_end - t_start, 1),
-            "metrics": {name: metric(summary, name) for name in METRICS},
+            "metrics": summary_metrics(summary_path),
         }
         print(
             json.dumps(

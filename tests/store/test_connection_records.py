@@ -5,7 +5,6 @@ original or by earlier pygw versions (ISO-8601 times, "true"/"false") are read a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,17 +25,12 @@ async def test_times_are_epoch_seconds(storage: Storage) -> None:
     assert record.connected_at == now - 1.5
 
 
-@pytest.fixture
-def raw(clean_redis: RedisServer) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(clean_redis.url, decode_responses=True) as client:
-        yield client
-
-
 async def test_redis_hash_is_the_originals_and_both_forms_are_read(
-    clean_redis: RedisServer, raw: redis.Redis
+    clean_redis: RedisServer,
 ) -> None:
     node = RedisStorage(clean_redis.url, session_ttl=30, batch_interval_ms=60_000)
     await node.start()
+    raw = redis.Redis.from_url(clean_redis.url, decode_responses=True)  # as another tool sees it
     try:
         seen = 1764900000.25
         await node.set_connection("alice", ConnectionRecord("s1", "gw-1", True, seen, seen - 10))
@@ -72,3 +66,4 @@ async def test_redis_hash_is_the_originals_and_both_forms_are_read(
         assert junk is not None and (junk.last_seen, junk.connected_at) == (0.0, None)
     finally:
         await node.close()
+        raw.close()
