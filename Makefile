@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test-deps browser-deps native test test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean
+.PHONY: all run install dev system-deps test-deps browser-deps native test test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui
 
 all: dev
 
@@ -95,6 +95,23 @@ fmt:
 	$(VENV)/bin/ruff format python tests benches examples
 	$(VENV)/bin/ruff check --fix python tests benches examples
 	$(CARGO) fmt --all
+
+# --- vendored assets -----------------------------------------------------------
+# /docs serves Swagger UI from python/pygw/static/swagger-ui (no CDN). Re-fetch it, or move to
+# another version, with `make swagger-ui [SWAGGER_UI_VERSION=5.x.y]`: npm downloads the npm
+# package swagger-ui-dist and checks it against the registry's integrity hash, which VERSION
+# records with the version.
+SWAGGER_UI_VERSION ?= 5.35.0
+SWAGGER_UI_DIR := python/pygw/static/swagger-ui
+swagger-ui:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack -q --json swagger-ui-dist@$(SWAGGER_UI_VERSION) > pack.json && \
+	   tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz) && \
+	  mkdir -p $(SWAGGER_UI_DIR) && \
+	  for f in swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE NOTICE \
+	           swagger-ui-bundle.js.LICENSE.txt; do cp "$$tmp/package/$$f" $(SWAGGER_UI_DIR)/; done && \
+	  $(PYTHON) -c 'import json,sys; p=json.load(open(sys.argv[1]))[0]; print("swagger-ui-dist", p["version"], p["integrity"])' \
+	    "$$tmp/pack.json" > $(SWAGGER_UI_DIR)/VERSION && cat $(SWAGGER_UI_DIR)/VERSION
 
 # --- benchmarks --------------------------------------------------------------
 loadgen:

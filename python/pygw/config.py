@@ -149,6 +149,18 @@ class Settings:
     """WebSocket upgrades per client IP (shared through Redis)."""
     trusted_proxies: tuple[str, ...] = ()
     """Peers (IPs/CIDRs) whose X-Forwarded-For / X-Real-IP give the client address."""
+    # --- compatibility with the original's clients (README, "Compatibility notes") ---
+    ws_frames: str = "text"
+    """``text``: every JSON frame is a TEXT frame. ``original``: ``ack``, ``error`` and route
+    responses go out as BINARY frames and errors without ``code``, as the original sent them."""
+    password_min_length: int = 8
+    """Characters a new password needs (the original accepted any; 1 = any non-empty)."""
+    email_check: str = "strict"
+    """``strict``: a registration's email must look like an email; ``off``: any text (the
+    original's behaviour), at most 254 characters."""
+    reuse_port: bool = False
+    """Share the port with processes already listening on it (``SO_REUSEPORT``). Off: a port
+    another process listens on is refused at start. ``--workers`` children always share."""
     generated_secret: bool = False
     """True when no SECRET_KEY was given and a random one was made for this process."""
 
@@ -240,6 +252,10 @@ class Settings:
             if rate is not None:
                 setattr(s, f"rate_{name}", rate)
         s.trusted_proxies = _split(get("PYGW_TRUSTED_PROXIES", ""))
+        s.ws_frames = get("PYGW_WS_FRAMES", s.ws_frames).strip().lower()
+        num("PYGW_PASSWORD_MIN_LENGTH", int, "password_min_length")
+        s.email_check = get("PYGW_EMAIL_CHECK", s.email_check).strip().lower()
+        s.reuse_port = _flag(get("PYGW_REUSE_PORT"))
 
         for key, value in overrides.items():
             if value is None:
@@ -286,6 +302,12 @@ class Settings:
             raise ConfigError("PYGW_DRAIN_SECONDS must be >= 0 and PYGW_SHUTDOWN_TIMEOUT > 0")
         if self.ws_max_connections < 0:
             raise ConfigError("PYGW_WS_MAX_CONNECTIONS must be >= 0 (0 = from the open-file limit)")
+        if self.ws_frames not in ("text", "original"):
+            raise ConfigError("PYGW_WS_FRAMES must be text or original")
+        if not (1 <= self.password_min_length <= 1024):
+            raise ConfigError("PYGW_PASSWORD_MIN_LENGTH must be between 1 and 1024")
+        if self.email_check not in ("strict", "off"):
+            raise ConfigError("PYGW_EMAIL_CHECK must be strict or off")
         if self.batch_write_interval_ms < 1:
             raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
         if self.algorithm.startswith("HS"):

@@ -51,6 +51,7 @@ from pygw.limits import Limits
 from pygw.metrics import Metrics, registry_for
 from pygw.proxy import ProxyClient, RouteTable
 from pygw.store.base import Storage
+from pygw.transport.ports import ensure_port_free
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
@@ -300,6 +301,10 @@ class Gateway:
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         s = self.settings
+        host = host or s.host
+        port = s.port if port is None else port
+        if not s.reuse_port:
+            ensure_port_free(host, port)  # before anything else starts: PortInUse
         fd_limit = raise_open_file_limit()
         self.hub.registry.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
         await self.storage.start()
@@ -321,19 +326,19 @@ class Gateway:
             ),
             http_batch=s.http_batch,
         )
-        self.node.port = self._server.listen(host or s.host, s.port if port is None else port)
+        self.node.port = self._server.listen(host, port)
         self.hub.start(self._server)
         self.stats.start()
         if s.metrics_port:
             # A small threaded HTTP server of prometheus_client: scrapes read plain counters.
             self._metrics_server, _thread = start_http_server(
-                s.metrics_port, host or s.host, registry=self.services.metrics_registry
+                s.metrics_port, host, registry=self.services.metrics_registry
             )
         self.node.started = time.monotonic()
         log.info(
             "pygw %s listening on %s:%d (gateway %s, %s backend, %d revoked tokens loaded)",
             self.version,
-            host or s.host,
+            host,
             self.node.port,
             self.node_id,
             self.storage.name,

@@ -41,11 +41,18 @@ def test_register_login_session_update_logout_flow(client: httpx.Client) -> None
     token, login_sid = body["access_token"], body["session_id"]
     headers = {"Authorization": f"Bearer {token}"}
 
-    r = client.post("/sessions/create", json={"chat_id": "chat-1"}, headers=headers)
+    # Without a session_id, /sessions/create reuses the login session (as the original does) ...
+    r = client.post("/sessions/create", json={"chat_id": "chat-0"}, headers=headers)
+    assert r.status_code == 200
+    assert (r.json()["session_id"], r.json()["chat_id"]) == (login_sid, "chat-0")
+    # ... and a session_id that is not the caller's gets a new session.
+    r = client.post(
+        "/sessions/create", json={"chat_id": "chat-1", "session_id": "no-such"}, headers=headers
+    )
     assert r.status_code == 200
     created = r.json()
     sid = created["session_id"]
-    assert sid != login_sid
+    assert sid not in (login_sid, "no-such")
     assert created["user_id"] == username
     assert created["chat_id"] == "chat-1"
     assert created["data"] == {"conversation": [], "api_key": None}
@@ -214,13 +221,14 @@ def test_session_access_rules(client: httpx.Client) -> None:
     upd = f"/sessions/update/{alice.session_id}"
     r = client.post(upd, json={"data": {"x": 1}}, headers=bob.headers)
     assert_envelope(r, 403, "Session access denied", upd)
+    # A session that is not the caller's is 403 whether or not it exists (the original checks
+    # access first); the caller's own login session, once gone, is 404 with its own message.
     missing = "/sessions/00000000-0000-0000-0000-000000000000"
-    body = assert_envelope(client.get(missing, headers=alice.headers), 404, "Not Found", missing)
-    assert body["detail"] == "Session not found"
-    other = f"/sessions/users/{alice.username}/sessions"
     assert_envelope(
-        client.get(other, headers=bob.headers), 403, "Access denied. Required roles: admin", other
+        client.get(missing, headers=alice.headers), 403, "Session access denied", missing
     )
+    other = f"/sessions/users/{alice.username}/sessions"
+    assert_envelope(client.get(other, headers=bob.headers), 403, "Access denied", other)
     # /sessions/create with someone else's session_id gets a new session, not theirs.
     r = client.post("/sessions/create", json={"session_id": alice.session_id}, headers=bob.headers)
     assert r.status_code == 200
@@ -250,8 +258,8 @@ def test_relogin_replaces_previous_session(client: httpx.Client) -> None:
     path = f"/sessions/{second.session_id}"
     assert_envelope(client.get(path, headers=first.headers), 401, "Token revoked", path)
     assert client.get(path, headers=second.headers).status_code == 200
-    old = f"/sessions/{first.session_id}"
-    assert_envelope(client.get(old, headers=second.headers), 404, "Not Found", old)
+    old = f"/sessions/{first.session_id}"  # gone, and not this login's: access is checked first
+    assert_envelope(client.get(old, headers=second.headers), 403, "Session access denied", old)
 
 
 def test_refresh_rotation_and_reuse_detection(client: httpx.Client) -> None:

@@ -105,9 +105,14 @@ async def test_error_frames(gw: GatewayProcess, http: httpx.Client) -> None:
             "message": "Missing message type",
             "id": 7,
         }
-        reply = await ws.request({"type": "teleport"})
-        assert reply["message"] == "Unknown message type: teleport"
+        # A type of the original's user permissions that nothing handles here: unknown.
+        reply = await ws.request({"type": "chat_message"})
+        assert reply["message"] == "Unknown message type: chat_message"
         assert reply["code"] == 404
+        # Any other type from a user is refused as the original refuses it.
+        reply = await ws.request({"type": "teleport"})
+        assert reply["message"] == "Unauthorized: role 'user' cannot send 'teleport'"
+        assert reply["code"] == 403
         reply = await ws.request({"type": "admin_only"})
         assert reply["message"] == "Unauthorized: role 'user' cannot send 'admin_only'"
         assert reply["code"] == 403

@@ -386,10 +386,10 @@ async def test_stats(storage: Storage) -> None:
 # -- connection records --------------------------------------------------------------------------
 async def test_connection_records(storage: Storage) -> None:
     assert await storage.get_connection("alice") is None
-    record = ConnectionRecord("s1", "gw-1", True, now_iso(), connected_at=now_iso())
+    record = ConnectionRecord("s1", "gw-1", True, time.time(), connected_at=time.time())
     await storage.set_connection("alice", record)
     assert await storage.get_connection("alice") == record
-    replaced = ConnectionRecord("s2", "gw-2", False, now_iso())
+    replaced = ConnectionRecord("s2", "gw-2", False, time.time())
     await storage.set_connection("alice", replaced)
     assert await storage.get_connection("alice") == replaced  # connected_at gone, not kept
     await storage.delete_connection("alice")
@@ -508,7 +508,7 @@ async def test_delete_user_removes_sessions_and_state(make_storage: StorageFacto
     for s in (*mine, theirs):
         await storage.create_session(s)
     await storage.update_session(mine[0].session_id, data={"pending": True})
-    await storage.set_connection("alice", ConnectionRecord("s", "gw", True, now_iso()))
+    await storage.set_connection("alice", ConnectionRecord("s", "gw", True, time.time()))
     family = new_family("alice")
     await storage.create_family(family)
 

@@ -101,19 +101,19 @@ async def test_key_layout(make_redis: RedisFactory, raw: redis.Redis) -> None:
     assert list(doc) == ["user_id", "chat_id", "data", "created_at", "last_access"]
     assert (doc["chat_id"], doc["data"]) == ("c1", {"conversation": [], "api_key": "k"})
 
-    seen = now_iso()
+    seen = time.time()
     await node.set_connection("alice", ConnectionRecord(session.session_id, "gw-1", True, seen))
     await node.flush()
-    assert raw.hgetall("connections:alice") == {
+    assert raw.hgetall("connections:alice") == {  # the original's shape: "1"/"0", epoch seconds
         "session_id": session.session_id,
         "gateway_id": "gw-1",
-        "ws_connected": "true",
-        "last_seen": seen,
+        "ws_connected": "1",
+        "last_seen": repr(seen),
     }
     await node.set_connection("alice", ConnectionRecord("s", "gw-1", False, seen, seen))
     await node.flush()
-    assert raw.hget("connections:alice", "ws_connected") == "false"
-    assert raw.hget("connections:alice", "connected_at") == seen
+    assert raw.hget("connections:alice", "ws_connected") == "0"
+    assert raw.hget("connections:alice", "connected_at") == repr(seen)
 
     exp = int(time.time()) + 60
     await node.revoke_token("jti-1", exp)
@@ -185,7 +185,7 @@ async def test_reads_data_of_the_original_gateway(
     for user, expected in [("c1", True), ("c2", True), ("c3", False)]:
         record = await node.get_connection(user)
         assert record is not None and record.ws_connected is expected
-        assert (record.gateway_id, record.last_seen, record.connected_at) == ("", "", None)
+        assert (record.gateway_id, record.last_seen, record.connected_at) == ("", 0.0, None)
     await node.delete_session("legacy-sid")
     assert raw.exists("sessions:legacy-sid") == 0
     assert [s.session_id for s in await node.list_user_sessions("old")] == ["numeric"]
@@ -268,7 +268,7 @@ async def test_connection_records_are_write_behind_and_batched(
     another node after it."""
     node, other = await make_redis(), await make_redis()
     await node.ping()
-    seen = now_iso()
+    seen = time.time()
     raw.hset("connections:u0", mapping={"session_id": "old", "connected_at": "stale"})
     raw.config_resetstat()
     users = 1001
@@ -285,8 +285,8 @@ async def test_connection_records_are_write_behind_and_batched(
     assert raw.hgetall("connections:u0") == {  # replaced whole: no stale connected_at
         "session_id": "s0",
         "gateway_id": "gw-1",
-        "ws_connected": "false",
-        "last_seen": seen,
+        "ws_connected": "0",
+        "last_seen": repr(seen),
     }
     assert await other.get_connection("u1000") == ConnectionRecord("s1000", "gw-1", False, seen)
     await node.set_connection("u1", ConnectionRecord("s-new", "gw-1", True, seen))
@@ -297,7 +297,7 @@ async def test_connection_records_are_write_behind_and_batched(
     raw.script_flush()  # Redis forgot the script (restart, SCRIPT FLUSH): loaded again
     await node.set_connection("u2", ConnectionRecord("s-again", "gw-1", True, seen, seen))
     await node.flush()
-    assert raw.hget("connections:u2", "connected_at") == seen
+    assert raw.hget("connections:u2", "connected_at") == repr(seen)
 
 
 async def test_two_nodes_updating_different_keys_lose_nothing(
@@ -378,7 +378,9 @@ async def test_close_flushes_pending_writes(clean_redis: RedisServer, raw: redis
     session = new_session("alice")
     await node.create_session(session)
     await node.update_session(session.session_id, data={"api_key": "at-close"})
-    await node.set_connection("alice", ConnectionRecord(session.session_id, "gw", False, now_iso()))
+    await node.set_connection(
+        "alice", ConnectionRecord(session.session_id, "gw", False, time.time())
+    )
     await node.close()
     await node.close()  # idempotent
     assert stored(raw, session.session_id)["data"]["api_key"] == "at-close"
@@ -448,7 +450,7 @@ async def test_outage_keeps_pending_writes_and_recovers(
         caplog.set_level(logging.WARNING, logger="pygw.store.redis")
         merged = await node.update_session(sid, data={"b": 2})  # pending entry: no I/O needed
         assert merged is not None and (merged.data["a"], merged.data["b"]) == (1, 2)
-        record = ConnectionRecord(sid, "gw-1", True, now_iso(), now_iso())
+        record = ConnectionRecord(sid, "gw-1", True, time.time(), time.time())
         await node.set_connection("alice", record)  # write-behind: accepted during the outage
         assert await node.get_connection("alice") == record
         for call in (node.flush(), node.flush(), node.get_session(sid), node.get_user("alice")):
@@ -465,7 +467,7 @@ async def test_outage_keeps_pending_writes_and_recovers(
         assert got is not None and (got.data["a"], got.data["b"]) == (1, 2)
         assert await node.get_user("alice") is not None
         with redis.Redis.from_url(redis_server.url, decode_responses=True) as raw:
-            assert raw.hget("connections:alice", "connected_at") == record.connected_at
+            assert raw.hget("connections:alice", "connected_at") == repr(record.connected_at)
         await node.ping()
     finally:
         await node.close()

@@ -1,5 +1,7 @@
-"""``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, with every asset served locally:
-Swagger UI from the ``swagger-ui-bundle`` package, ReDoc from the copy in ``pygw/static``."""
+"""``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, with every asset served locally from
+``pygw/static``: Swagger UI 5 (renders OpenAPI 3.1; the npm package ``swagger-ui-dist``, vendored
+by ``make swagger-ui``, version in ``static/swagger-ui/VERSION``) and ReDoc. The pages carry a
+Content-Security-Policy that lets them load nothing from anywhere else."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import functools
 from pathlib import Path
 
 import orjson
-import swagger_ui_bundle
 
 from pygw.api.models import ErrorEnvelope
 from pygw.api.services import Services
@@ -17,28 +18,39 @@ from pygw.http.routing import Context, Router
 from pygw.transport.types import Response
 
 HTML = b"text/html; charset=utf-8"
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+SWAGGER_DIR = STATIC_DIR / "swagger-ui"
 ASSETS = {
     "swagger-ui.css": (SWAGGER_DIR, b"text/css"),
     "swagger-ui-bundle.js": (SWAGGER_DIR, b"application/javascript"),
     "favicon-32x32.png": (SWAGGER_DIR, b"image/png"),
     "redoc.standalone.js": (STATIC_DIR, b"application/javascript"),
 }
+PAGE_HEADERS = [
+    (
+        "Content-Security-Policy",
+        # Only this gateway: no CDN, no validator badge, no vendor logo. The UIs inject styles
+        # and ReDoc runs its worker from a blob.
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+        " img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:",
+    )
+]
 
 SWAGGER_PAGE = b"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>pygw API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
 <link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/assets/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
-  deepLinking: true, persistAuthorization: true});</script>
+  deepLinking: true, persistAuthorization: true, validatorUrl: null});</script>
 </body></html>"""
 
 REDOC_PAGE = b"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>pygw API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png"></head>
 <body><redoc spec-url="/openapi.json"></redoc>
 <script src="/docs/assets/redoc.standalone.js"></script></body></html>"""
 
@@ -74,12 +86,12 @@ async def openapi(ctx: Context, svc: Services) -> Response:
 
 @router.get("/docs", include_in_schema=False)
 async def docs(ctx: Context, svc: Services) -> Response:
-    return Response(200, SWAGGER_PAGE, HTML)
+    return Response(200, SWAGGER_PAGE, HTML, headers=list(PAGE_HEADERS))
 
 
 @router.get("/redoc", include_in_schema=False)
 async def redoc(ctx: Context, svc: Services) -> Response:
-    return Response(200, REDOC_PAGE, HTML)
+    return Response(200, REDOC_PAGE, HTML, headers=list(PAGE_HEADERS))
 
 
 @router.get("/docs/assets/{name}", include_in_schema=False)

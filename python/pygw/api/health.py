@@ -9,6 +9,7 @@ import orjson
 from pygw.api.models import HealthResponse, WSHealthResponse
 from pygw.api.services import Services
 from pygw.core.errors import BackendUnavailable
+from pygw.core.timeutil import json_seconds
 from pygw.http.routing import Context, Router
 from pygw.transport.types import Response
 
@@ -75,11 +76,28 @@ async def ready(ctx: Context, svc: Services) -> Response:
     tags=TAGS,
 )
 async def ws_health(ctx: Context, svc: Services) -> dict[str, Any]:
+    """The original's fields. Its ``cache_*`` counted a per-connection deduplication cache of
+    client updates; pygw keeps none (every update is written, coalesced by the write-behind), so
+    they report what stands in for it on this node: connected users and sessions, and the
+    writes waiting for the next flush, whose interval is ``cache_ttl``."""
+    s = svc.settings
+    conns = svc.connections
     return {
         "status": "healthy",
-        "active_connections": svc.connections.connection_count,
-        "gateway_id": svc.settings.gateway_id,
-        "ping_interval": svc.settings.ping_interval,
+        "active_connections": conns.connection_count,
+        "connection_states": conns.user_count,
+        "cache_users": conns.user_count,
+        "cache_sessions": conns.session_count,
+        "cache_messages": svc.storage.pending_writes,
+        "config": {
+            "ping_interval": json_seconds(s.ping_interval),
+            # One deadline in pygw: no pong and no other frame within it closes (1008).
+            "pong_timeout": json_seconds(s.inactivity_timeout),
+            "inactivity_timeout": json_seconds(s.inactivity_timeout),
+            "cache_ttl": json_seconds(s.batch_write_interval_ms / 1000),
+        },
+        "gateway_id": s.gateway_id,
+        "ping_interval": s.ping_interval,
     }
 
 

@@ -24,10 +24,18 @@ Username = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+=-]+$"),
 ]
+# How strict email and password are is configuration (PYGW_EMAIL_CHECK, PYGW_PASSWORD_MIN_LENGTH),
+# checked by the endpoint (pygw.auth.credentials); the models only bound their size.
 Email = Annotated[
-    str, StringConstraints(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    str,
+    StringConstraints(max_length=254),
+    Field(description="Must look like an email unless PYGW_EMAIL_CHECK=off"),
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    Field(description="At least PYGW_PASSWORD_MIN_LENGTH characters (default 8)"),
+]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 ChannelName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
@@ -111,8 +119,9 @@ class ConnectionResponse(Model):
     session_id: str
     gateway_id: str
     ws_connected: bool
-    last_seen: str
-    connected_at: str | None = None
+    last_seen: float
+    """Epoch seconds, as the original returns them."""
+    connected_at: float | None = None
 
 
 # --- health ------------------------------------------------------------------------------------
@@ -121,10 +130,22 @@ class HealthResponse(Model):
     status: Literal["healthy", "unhealthy"]
 
 
+class WSHealthConfig(Model):
+    ping_interval: float
+    pong_timeout: float
+    inactivity_timeout: float
+    cache_ttl: float
+
+
 class WSHealthResponse(Model):
     model_config = ConfigDict(extra="allow")
     status: Literal["healthy", "unhealthy"]
     active_connections: int
+    connection_states: int
+    cache_users: int
+    cache_sessions: int
+    cache_messages: int
+    config: WSHealthConfig
 
 
 # --- admin -------------------------------------------------------------------------------------
@@ -188,8 +209,9 @@ def _check_base_url(value: str) -> str:
 
 
 def _check_route_path(value: str) -> str:
+    """A path relative to ``base_url``: ``get`` (as the original's scripts send it) is ``/get``."""
     if value and not value.startswith("/"):
-        raise ValueError("must be empty or start with /")
+        value = "/" + value
     if "?" in value or "#" in value or any(c.isspace() for c in value):
         raise ValueError("must not contain a query, a fragment or whitespace")
     if any(seg in (".", "..") for seg in unquote(value).split("/")):

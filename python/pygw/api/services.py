@@ -35,6 +35,11 @@ class LocalConnections(Protocol):
     @property
     def user_count(self) -> int: ...
 
+    @property
+    def session_count(self) -> int:
+        """Distinct sessions with a connection here."""
+        ...
+
     def subscribers(self, channel: str) -> int:
         """Local subscribers of ``channel`` right now."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from pygw._native import Claims
 from pygw.api.models import (
     ConnectionResponse,
     LoginRequest,
@@ -20,15 +21,17 @@ from pygw.api.models import (
     UserSessionsResponse,
 )
 from pygw.api.services import Services
+from pygw.auth.credentials import check_new_credentials
 from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
-from pygw.core.errors import Forbidden, NotFound, NotOwner
+from pygw.core.errors import Forbidden, NotFound, NotOwner, PygwError
 from pygw.core.timeutil import now_iso
 from pygw.http.routing import Context, Router
 from pygw.store.base import SessionRecord
 from pygw.transport.types import HTTPRequest
 
 TAGS = ("sessions",)
-ADMIN_ONLY = "Access denied. Required roles: admin"
+NOT_YOURS = "Access denied"
+"""Another user's ``/sessions/users/{user}/...`` (the original's text; admins may read them)."""
 
 
 def ws_base(svc: Services, request: HTTPRequest) -> str:
@@ -60,6 +63,19 @@ def login_response(result: LoginResult, expires_in: int) -> LoginResponse:
     )
 
 
+SESSION_DENIED = "Session access denied"
+
+
+def missing_session(claims: Claims, session_id: str) -> PygwError:
+    """The answer for a session that does not exist. The original checks access before
+    existence, so a user asking for a session that is not theirs gets 403 "Session access
+    denied" whether or not it exists; 404 "Session not found" is for the caller's own login
+    session (the token's ``sid``) and for admins, who may read any session."""
+    if claims.role == "admin" or session_id == claims.sid:
+        return NotFound("Session not found")
+    return Forbidden(SESSION_DENIED)
+
+
 router = Router()
 
 
@@ -73,6 +89,7 @@ router = Router()
 )
 async def register(ctx: Context, svc: Services) -> RegisterResponse:
     body: RegisterRequest = ctx.body
+    check_new_credentials(svc.settings, body.email, body.password)
     await svc.auth.register(body.username, body.email, body.password)
     return RegisterResponse(username=body.username)
 
@@ -148,7 +165,11 @@ async def delete_account(ctx: Context, svc: Services) -> dict[str, str]:
     auth="user",
     body=SessionCreateRequest,
     response_model=SessionResponse,
-    summary="Create a session (or reuse one the caller owns)",
+    summary="Create a session, or reuse one the caller owns",
+    description=(
+        "Reuses `session_id` if given and the caller's; without one, the caller's login session "
+        "(the access token's `sid`) while it exists; else creates a new session."
+    ),
     tags=TAGS,
     errors=(401, 422),
 )
@@ -157,8 +178,11 @@ async def create(ctx: Context, svc: Services) -> dict[str, object]:
     owner = ctx.claims.sub
     if body.user_id and body.user_id != owner and ctx.claims.role == "admin":
         owner = body.user_id
-    if body.session_id:
-        existing = await svc.storage.get_session(body.session_id)
+    # Without a session_id the caller's login session (the token's sid) is reused, as the
+    # original does: a client that connects the returned ws_url updates its login session.
+    reuse = body.session_id or ctx.claims.sid
+    if reuse:
+        existing = await svc.storage.get_session(reuse)
         if existing is not None and existing.user_id == owner:
             if body.chat_id is not None and body.chat_id != existing.chat_id:
                 updated = await svc.storage.update_session(
@@ -188,10 +212,11 @@ async def create(ctx: Context, svc: Services) -> dict[str, object]:
     errors=(401, 403, 404),
 )
 async def get_session(ctx: Context, svc: Services) -> dict[str, object]:
-    session = await svc.storage.get_session(ctx.params["session_id"])
+    session_id = ctx.params["session_id"]
+    session = await svc.storage.get_session(session_id)
     if session is None:
-        raise NotFound("Session not found")
-    ensure_owner_or_admin(ctx.claims, session.user_id, "Session access denied")
+        raise missing_session(ctx.claims, session_id)
+    ensure_owner_or_admin(ctx.claims, session.user_id, SESSION_DENIED)
     return session_response(svc, ctx.request, session)
 
 
@@ -217,9 +242,9 @@ async def update_session(ctx: Context, svc: Services) -> dict[str, object]:
             sid, chat_id=body.chat_id, data=body.data, owner=ctx.claims.sub, returning=False
         )
     except NotOwner:
-        raise Forbidden("Session access denied") from None
+        raise Forbidden(SESSION_DENIED) from None
     if updated is None:
-        raise NotFound("Session not found")
+        raise missing_session(ctx.claims, sid)
     return session_response(svc, ctx.request, updated)
 
 
@@ -233,7 +258,7 @@ async def update_session(ctx: Context, svc: Services) -> dict[str, object]:
 )
 async def user_sessions(ctx: Context, svc: Services) -> UserSessionsResponse:
     user_id = ctx.params["user_id"]
-    ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+    ensure_owner_or_admin(ctx.claims, user_id, NOT_YOURS)
     sessions = await svc.storage.list_user_sessions(user_id)
     items = [
         SessionSummary(
@@ -257,7 +282,7 @@ async def user_sessions(ctx: Context, svc: Services) -> UserSessionsResponse:
 )
 async def user_connection(ctx: Context, svc: Services) -> ConnectionResponse:
     user_id = ctx.params["user_id"]
-    ensure_owner_or_admin(ctx.claims, user_id, ADMIN_ONLY)
+    ensure_owner_or_admin(ctx.claims, user_id, NOT_YOURS)
     record = await svc.storage.get_connection(user_id)
     if record is None:
         raise NotFound("Connection not found")

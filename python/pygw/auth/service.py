@@ -83,7 +83,7 @@ class AuthService:
             raise Unauthenticated("Token revoked") from None
         except InvalidToken:
             self.metrics.auth["token_invalid"] += 1
-            raise Unauthenticated("Invalid token") from None
+            raise Unauthenticated("Invalid token", detail="Token verification failed") from None
 
     def api_key_valid(self, key: str) -> bool:
         raw = key.encode()
@@ -150,7 +150,7 @@ class AuthService:
                     session_id=session_id,
                     gateway_id=self.settings.gateway_id,
                     ws_connected=False,
-                    last_seen=now,
+                    last_seen=time.time(),
                 ),
             ),
         )

@@ -27,3 +27,8 @@ def iso_from_unix(ts: float) -> str:
 def now_iso() -> str:
     """The current UTC time, as :func:`iso_from_unix`."""
     return iso_from_unix(time.time())
+
+
+def json_seconds(value: float) -> float | int:
+    """A duration for JSON as the original wrote its settings: ``25`` rather than ``25.0``."""
+    return int(value) if float(value).is_integer() else value

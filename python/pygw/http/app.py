@@ -83,10 +83,7 @@ def is_json_content_type(value: str | None) -> bool:
 
 def parse_body(model: type[BaseModel], request: HTTPRequest) -> BaseModel:
     if not request.body:
-        raise validation_error(
-            [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
-            "A JSON request body is required",
-        )
+        raise validation_error([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
     if not is_json_content_type(request.headers.get("content-type")):
         raise validation_error(
             [
@@ -223,9 +220,18 @@ class HTTPApplication:
         if route is None:
             if other_method:
                 allowed = ", ".join(self.router.methods_for(request.path))
-                exc = HTTPError(405, reason(405), None, headers=[("Allow", allowed)])
+                exc = HTTPError(
+                    405,
+                    reason(405),
+                    f"The method {request.method} is not allowed for the URL {request.path}.",
+                    headers=[("Allow", allowed)],
+                )
             else:
-                exc = HTTPError(404, reason(404), "Not Found")
+                exc = HTTPError(
+                    404,
+                    reason(404),
+                    f"The requested URL {request.path} was not found on this server.",
+                )
             return error_response(exc, request.path)
         request.params = params
         ctx = Context(request)

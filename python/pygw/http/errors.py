@@ -75,13 +75,13 @@ def closing_error_response(exc: HTTPError, path: str) -> Response:
     return response
 
 
-def validation_error(errors: list[dict[str, Any]], detail: str | None = None) -> HTTPError:
-    """422 in FastAPI's item shape (``loc``/``msg``/``type``) inside pygw's envelope."""
-    if detail is None and errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first["loc"])
-        detail = f"{where}: {first['msg']}" if where else first["msg"]
-    return HTTPError(422, "Validation Error", detail, extra={"errors": errors})
+VALIDATION_DETAIL = "One or more fields failed validation"
+
+
+def validation_error(errors: list[dict[str, Any]]) -> HTTPError:
+    """422 as the original answers it: its ``detail`` text, and the failures in FastAPI's item
+    shape (``loc``/``msg``/``type``) in ``errors``."""
+    return HTTPError(422, "Validation Error", VALIDATION_DETAIL, extra={"errors": errors})
 
 
 def from_domain(exc: domain.PygwError) -> HTTPError:

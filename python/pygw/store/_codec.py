@@ -79,6 +79,19 @@ def unix_from_iso(value: str, default: float) -> float:
         return default
 
 
+def epoch_seconds(value: str | None) -> float | None:
+    """A stored timestamp as epoch seconds: the original writes ``time.time()``
+    (``"1764900000.5"``), earlier pygw versions ISO-8601 text. None for a missing or null value
+    (or text that is neither)."""
+    if value is None or value in _NONE_STRINGS:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        seconds = unix_from_iso(value, -1.0)
+        return None if seconds < 0 else seconds
+
+
 # -- users -------------------------------------------------------------------------------------
 def user_to_hash(user: UserRecord) -> dict[str, str]:
     fields = {"password": user.password, "email": user.email, "role": user.role}
@@ -129,27 +142,28 @@ def session_from_json(session_id: str, raw: str | bytes) -> SessionRecord | None
 
 # -- connection records ------------------------------------------------------------------------
 def connection_to_hash(record: ConnectionRecord) -> dict[str, str]:
+    """The original's shape: ``ws_connected`` "1"/"0" (what it compares against), times as epoch
+    seconds written the way redis-py writes ``time.time()`` (``repr`` of the float)."""
     fields = {
         "session_id": record.session_id,
         "gateway_id": record.gateway_id,
-        "ws_connected": "true" if record.ws_connected else "false",
-        "last_seen": record.last_seen,
+        "ws_connected": "1" if record.ws_connected else "0",
+        "last_seen": repr(float(record.last_seen)),
     }
     if record.connected_at is not None:
-        fields["connected_at"] = record.connected_at
+        fields["connected_at"] = repr(float(record.connected_at))
     return fields
 
 
 def connection_from_hash(fields: dict[str, str]) -> ConnectionRecord:
-    connected_at = fields.get("connected_at")
+    """Reads both the original's records and those earlier pygw versions wrote ("true"/"false",
+    ISO-8601 times)."""
     return ConnectionRecord(
         session_id=fields.get("session_id", ""),
         gateway_id=fields.get("gateway_id", ""),
         ws_connected=fields.get("ws_connected", "").strip().lower() in _TRUE,
-        last_seen=fields.get("last_seen", ""),
-        connected_at=None
-        if connected_at is None or connected_at in _NONE_STRINGS
-        else connected_at,
+        last_seen=epoch_seconds(fields.get("last_seen")) or 0.0,
+        connected_at=epoch_seconds(fields.get("connected_at")),
     )
 
 

@@ -49,11 +49,13 @@ class SessionRecord:
 
 @dataclass(slots=True)
 class ConnectionRecord:
+    """``connections:{user}``: times are epoch seconds, as the original stores and returns them."""
+
     session_id: str
     gateway_id: str
     ws_connected: bool
-    last_seen: str
-    connected_at: str | None = None
+    last_seen: float
+    connected_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -77,6 +77,14 @@ class Connection:
     def send(self, message: dict[str, Any]) -> bool:
         return self.send_bytes(orjson.dumps(message))
 
+    def send_binary(self, message: dict[str, Any]) -> bool:
+        """Send JSON as one BINARY frame (``PYGW_WS_FRAMES=original``); False if gone."""
+        ws = self.ws
+        if ws is None:
+            return False
+        uws.ws_send(ws, orjson.dumps(message), uws.OPCODE_BINARY)
+        return True
+
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close with a close frame; further sends are ignored."""
         ws = self.ws

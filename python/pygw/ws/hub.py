@@ -31,7 +31,7 @@ from pygw.core.codes import CLOSE_GOING_AWAY, CLOSE_POLICY
 from pygw.core.errors import BadRequest, TooManyRequests
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
-from pygw.core.timeutil import now_iso
+from pygw.core.timeutil import json_seconds
 from pygw.http.cors import OriginMatcher
 from pygw.http.errors import HTTPError, closing_error_response, from_domain
 from pygw.limits import Limits
@@ -43,17 +43,13 @@ from pygw.ws.channels import ChannelRules, Subscriptions
 from pygw.ws.connection import Connection
 from pygw.ws.delivery import Delivery, TopicServer
 from pygw.ws.keepalive import Keepalive, ping_topic
-from pygw.ws.messages import Handler, Messages
+from pygw.ws.messages import Handler, Messages, OriginalFrames
 from pygw.ws.registry import ConnectionRegistry
 
 log = logging.getLogger("pygw.ws")
 
 DRAIN_STEP = 0.1
 """Seconds between two batches of closes while draining."""
-
-
-def _seconds(value: float) -> float | int:
-    return int(value) if float(value).is_integer() else value
 
 
 class Hub:
@@ -93,7 +89,8 @@ class Hub:
             tasks=tasks,
             node_id=self.node_id,
         )
-        self.messages = Messages(
+        frames = OriginalFrames if settings.ws_frames == "original" else Messages
+        self.messages = frames(
             metrics=metrics,
             tasks=tasks,
             rate_check=limits.ws_message,
@@ -167,6 +164,10 @@ class Hub:
     def user_count(self) -> int:
         return self.registry.user_count
 
+    @property
+    def session_count(self) -> int:
+        return self.registry.session_count
+
     def deliver(self, channel: str, offset: int, envelope: bytes) -> int:
         return self.delivery.deliver(channel, offset, envelope)
 
@@ -235,13 +236,13 @@ class Hub:
                 "user_id": conn.user_id,
                 "session_id": conn.session_id,
                 "gateway_id": self.node_id,
-                "ping_interval": _seconds(settings.ping_interval),
-                "inactivity_timeout": _seconds(settings.inactivity_timeout),
+                "ping_interval": json_seconds(settings.ping_interval),
+                "inactivity_timeout": json_seconds(settings.inactivity_timeout),
             }
         )
         self.metrics.connections_opened += 1
         if first:
-            now = now_iso()
+            now = conn.connected_at
             self.tasks.spawn(
                 self.storage.set_connection(
                     conn.user_id,
@@ -276,7 +277,7 @@ class Hub:
                 session_id=conn.session_id,
                 gateway_id=self.node_id,
                 ws_connected=False,
-                last_seen=now_iso(),
+                last_seen=time.time(),
                 connected_at=None,
             ),
         )

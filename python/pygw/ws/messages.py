@@ -6,6 +6,18 @@ frame's ``id`` echoed), an awaitable is run (its first step inside the uWS callb
 ``{"type":"error","code","message","id"?}``; domain errors (:mod:`pygw.core.errors`) become error
 frames here and only here (:meth:`Messages.fail`). Too many error replies within ERROR_WINDOW close
 the socket (1008 "Too many errors").
+
+Who may send what (the original's permissions, :data:`SENDABLE`): a ``user`` may send
+``update_api_key``, ``ping``, ``pong``, ``chat_message`` and pygw's ``subscribe``,
+``unsubscribe`` and ``publish``; an ``admin`` any type. Types an app registers
+(``Gateway.on``) or a ``ws_supported`` route adds are open to every role unless their roles say
+otherwise; ``PYGW_MESSAGE_ROLES`` wins over all of it. A type the sender's role may not send is
+refused with "Unauthorized: role '<role>' cannot send '<type>'"; a type nobody handles, from a role
+that may send it, with "Unknown message type: <type>".
+
+Frames: JSON TEXT frames. :class:`OriginalFrames` (``PYGW_WS_FRAMES=original``) sends the
+``ack``, ``error`` and ``<route>_response`` frames as BINARY messages and error frames without
+``code``, frame for frame as the original's code did.
 """
 
 from __future__ import annotations
@@ -37,6 +49,15 @@ log = logging.getLogger("pygw.ws")
 
 ERROR_WINDOW = 10.0
 """More than ``PYGW_WS_MAX_ERRORS`` error replies within this many seconds close the socket."""
+
+SENDABLE: Mapping[str, frozenset[str] | None] = {
+    "user": frozenset(
+        {"update_api_key", "ping", "pong", "chat_message", "subscribe", "unsubscribe", "publish"}
+    ),
+    "admin": None,
+}
+"""Role -> the client message types it may send without a handler saying so (None = any): the
+original gateway's ``message_permissions`` plus pygw's channel messages."""
 
 Handler = Callable[[Connection, ClientFrame], Awaitable[Any] | Any]
 """A client message handler. If it returns a dict, that is sent as the reply (``id`` echoed)."""
@@ -115,24 +136,13 @@ class Messages:
             self.error(conn, E_RATE_LIMITED, "Rate limit exceeded", frame.id)
             return
         kind = self.types.get(frame.type)
-        if kind is not None:
-            kind.received += 1
-        roles = kind.roles if kind is not None else self.configured_roles.get(frame.type)
-        if roles is not None and conn.role not in roles:
-            self.error(
-                conn,
-                E_FORBIDDEN,
-                f"Unauthorized: role '{conn.role}' cannot send '{frame.type}'",
-                frame.id,
-            )
-            return
         if kind is None:
-            if self.fallback is not None:
-                pending = self.fallback(conn, frame)
-                if pending is not None:
-                    self._run(conn, frame, pending)
-                    return
-            self.error(conn, E_NOT_FOUND, f"Unknown message type: {frame.type}", frame.id)
+            self._unhandled(conn, frame)
+            return
+        kind.received += 1
+        roles = kind.roles
+        if roles is not None and conn.role not in roles:
+            self._unauthorized(conn, frame)
             return
         try:
             result = kind.handler(conn, frame)
@@ -145,6 +155,26 @@ class Messages:
             self.reply(conn, frame, result)
             return
         self._run(conn, frame, result)
+
+    def _unhandled(self, conn: Connection, frame: ClientFrame) -> None:
+        """A type without a handler: a ``ws_supported`` route's (the fallback), else refused."""
+        configured = self.configured_roles.get(frame.type)
+        if configured is not None and conn.role not in configured:
+            self._unauthorized(conn, frame)
+            return
+        if self.fallback is not None:
+            pending = self.fallback(conn, frame)
+            if pending is not None:
+                self._run(conn, frame, pending)
+                return
+        if configured is None and not may_send(conn.role, frame.type):
+            self._unauthorized(conn, frame)
+            return
+        self.error(conn, E_NOT_FOUND, f"Unknown message type: {frame.type}", frame.id)
+
+    def _unauthorized(self, conn: Connection, frame: ClientFrame) -> None:
+        message = f"Unauthorized: role '{conn.role}' cannot send '{frame.type}'"
+        self.error(conn, E_FORBIDDEN, message, frame.id)
 
     def _run(self, conn: Connection, frame: ClientFrame, awaitable: Awaitable[Any]) -> None:
         _result, task = eager.start(self._guard(conn, frame, awaitable))
@@ -182,6 +212,10 @@ class Messages:
 
     def error(self, conn: Connection, code: int, message: str, id_raw: bytes | None) -> None:
         conn.send(error_frame(code, message, id_raw))
+        self._count_error(conn)
+
+    def _count_error(self, conn: Connection) -> None:
+        """Metrics, and the close (1008 "Too many errors") of a client that keeps failing."""
         metrics = self.metrics
         metrics.ws_errors += 1
         metrics.messages_out_by_type["error"] += 1
@@ -192,3 +226,33 @@ class Messages:
         conn.errors += 1
         if conn.errors > self.max_errors:
             conn.close(CLOSE_POLICY, "Too many errors")
+
+
+def may_send(role: str, type_: str) -> bool:
+    """Whether :data:`SENDABLE` lets ``role`` send ``type_`` (for types without a handler)."""
+    sendable = SENDABLE.get(role, frozenset())
+    return sendable is None or type_ in sendable
+
+
+class OriginalFrames(Messages):
+    """``PYGW_WS_FRAMES=original``: the original's code sent ``ack``, ``error`` and dynamic-route
+    ``<name>_response`` frames with ``send_bytes`` (BINARY messages; ``connected``, ``pong`` and
+    keep-alive pings as TEXT), and error frames as exactly ``{"type":"error","message"}``.
+    Clients written against it may decode those frames as binary; this reproduces them."""
+
+    def reply(self, conn: Connection, frame: ClientFrame, message: dict[str, Any]) -> None:
+        if frame.id is not None:
+            message["id"] = orjson.Fragment(frame.id)
+        type_ = message["type"]
+        if type_ in ("ack", f"{frame.type}_response"):
+            conn.send_binary(message)
+        else:
+            conn.send(message)
+        self.metrics.messages_out_by_type[type_] += 1
+
+    def error(self, conn: Connection, code: int, message: str, id_raw: bytes | None) -> None:
+        payload: dict[str, Any] = {"type": "error", "message": message}
+        if id_raw is not None:
+            payload["id"] = orjson.Fragment(id_raw)
+        conn.send_binary(payload)
+        self._count_error(conn)

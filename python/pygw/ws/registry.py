@@ -30,6 +30,11 @@ class ConnectionRegistry:
         return len(self.users)
 
     @property
+    def session_count(self) -> int:
+        """Distinct sessions connected (counted when asked: health checks, not a hot path)."""
+        return len({conn.session_id for conn in self.conns.values()})
+
+    @property
     def full(self) -> bool:
         return len(self.conns) >= self.max_connections
 
