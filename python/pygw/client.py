@@ -388,8 +388,9 @@ class Client(_Emitter):
     """A connection to a pygw gateway; see the module docstring.
 
     ``url`` is the gateway's base (``ws://host:8000``, ``https://...``) or its ``/ws/connect``
-    URL. ``token`` is the access token, or a callable (sync or async) returning one: it is
-    called for the first token and after a close with 1008.
+    URL. ``token`` is the access token, or a callable (sync or async) returning one;
+    ``get_token`` (or a callable ``token``) is called for the first token when none was given,
+    and after a close with 1008: a different token reconnects, the same or None stops.
 
     Events (:meth:`on`): ``connecting`` (``{"attempt": n}``), ``connected`` (the welcome
     frame), ``disconnected`` (:class:`Disconnect`), ``error`` (an exception), ``message``
@@ -402,6 +403,7 @@ class Client(_Emitter):
         url: str,
         *,
         token: str | TokenSource | None = None,
+        get_token: TokenSource | None = None,
         session_id: str | None = None,
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
@@ -413,7 +415,7 @@ class Client(_Emitter):
         super().__init__()
         self.url = url
         self.token: str | None = None if callable(token) else token
-        self.token_source: TokenSource | None = token if callable(token) else None
+        self.token_source: TokenSource | None = get_token or (token if callable(token) else None)
         self.session_id = session_id
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
