@@ -4,7 +4,7 @@ each other online and exchange messages through pygw. Screenshots in tests/artif
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,9 +12,8 @@ import orjson
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
-from browser import chromium, screenshot
+from browser import by_id, chromium, screenshot, wait_for
 from conftest import register, unique
 from gateway_process import GatewayProcess
 
@@ -40,18 +39,6 @@ def second_browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait_for(
-    driver: WebDriver, what: str, predicate: Callable[[WebDriver], object], timeout: float = 15
-) -> None:
-    WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        predicate, message=f"waited {timeout} s for {what}"
-    )
-
-
-def text_of(driver: WebDriver, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
-
-
 def messages(driver: WebDriver) -> list[str]:
     return [str(li.text) for li in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
 
@@ -64,7 +51,7 @@ def open_chat(driver: WebDriver, base: str, username: str, room: str, button: st
     room_input.clear()
     room_input.send_keys(room)
     driver.find_element(By.ID, button).click()
-    wait_for(driver, f"{username} connected", lambda d: text_of(d, "status") == "connected")
+    wait_for(driver, f"{username} connected", lambda d: by_id(d, "status") == "connected")
 
 
 def say(driver: WebDriver, text: str) -> None:
@@ -92,8 +79,8 @@ def test_two_pages_chat_through_pygw(
     open_chat(browser, gw.url, alice, room, "register")  # registers on the page
     open_chat(second_browser, gw.url, bob, room, "signin")
     for driver in (browser, second_browser):
-        wait_for(driver, "both online", lambda d: text_of(d, "presence") == "2 online")
-        assert text_of(driver, "room-name") == room
+        wait_for(driver, "both online", lambda d: by_id(d, "presence") == "2 online")
+        assert by_id(driver, "room-name") == room
 
     say(browser, "hello from alice <b>not bold</b>")
     wait_for(
@@ -119,7 +106,7 @@ def test_two_pages_chat_through_pygw(
 
     # Signing out closes bob's socket with 1000; alice sees one user online.
     second_browser.find_element(By.ID, "signout").click()
-    wait_for(browser, "bob gone", lambda d: text_of(d, "presence") == "1 online")
+    wait_for(browser, "bob gone", lambda d: by_id(d, "presence") == "1 online")
     assert console_errors(browser) == []
     assert console_errors(second_browser) == []
 
