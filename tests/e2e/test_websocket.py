@@ -309,6 +309,43 @@ async def test_presence(gw: GatewayProcess, http: httpx.Client) -> None:
             await asyncio.sleep(0.05)
 
 
+async def test_presence_frame(gw: GatewayProcess, http: httpx.Client) -> None:
+    """``{"type":"presence"}`` answers subscribers of a presence namespace, and only them."""
+    a = new_account(http)
+    b = new_account(http)
+    channel = f"pres:frame-{a.username}"
+    async with await WS.open(gw.ws_url, a.token) as wa, await WS.open(gw.ws_url, b.token) as wb:
+        refused = await wa.request({"type": "presence", "channel": channel})
+        assert (refused["type"], refused["code"]) == ("error", 403), refused
+        assert refused["message"] == f"Not subscribed to '{channel}'"
+        await wa.request({"type": "subscribe", "channel": channel})
+        await wb.request({"type": "subscribe", "channel": channel})
+        reply = await wa.request({"type": "presence", "channel": channel})
+        assert reply["type"] == "presence", reply
+        assert reply["channel"] == channel
+        assert reply["count"] == 2
+        assert sorted(m["user_id"] for m in reply["presence"].values()) == sorted(
+            [a.username, b.username]
+        )
+        await wb.request({"type": "unsubscribe", "channel": channel})
+        deadline = time.monotonic() + 3
+        while (await wa.request({"type": "presence", "channel": channel}))["count"] != 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+
+        # A namespace without presence, a missing or invalid channel: 400.
+        await wa.request({"type": "subscribe", "channel": "room:nopresence"})
+        cases = [
+            ({"type": "presence", "channel": "room:nopresence"}, 400),
+            ({"type": "presence"}, 400),
+            ({"type": "presence", "channel": "bad channel!"}, 400),
+            ({"type": "presence", "channel": "admin:ops"}, 403),
+        ]
+        for message, code in cases:
+            reply = await wa.request(message)
+            assert (reply["type"], reply["code"]) == ("error", code), (message, reply)
+
+
 async def test_server_api_push_broadcast_disconnect(gw: GatewayProcess, http: httpx.Client) -> None:
     a = new_account(http)
     admin = admin_account(http)

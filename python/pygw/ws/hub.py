@@ -9,7 +9,8 @@ opened connections, keeps their connection records, and composes the parts that 
 - :mod:`pygw.ws.delivery`: encoded-once delivery to uWS topics and the slow-reader cut-off;
 - :mod:`pygw.ws.keepalive`: server pings and the pong timeout.
 
-Built in here: the ``ping``, ``pong`` and ``update_api_key`` messages of the original gateway.
+Built in here: the ``ping``, ``pong`` and ``update_api_key`` messages of the original gateway,
+and ``presence`` (who is in a channel the connection is subscribed to).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pygw.broker.publish import ChannelPublisher
 from pygw.config import Settings
 from pygw.core.channels import user_channel
 from pygw.core.codes import CLOSE_GOING_AWAY, CLOSE_POLICY
-from pygw.core.errors import BadRequest, TooManyRequests
+from pygw.core.errors import BadRequest, Forbidden, TooManyRequests
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
 from pygw.core.timeutil import json_seconds
@@ -113,6 +114,7 @@ class Hub:
             ("subscribe", self.subscriptions.on_subscribe),
             ("unsubscribe", self.subscriptions.on_unsubscribe),
             ("publish", self.subscriptions.on_publish),
+            ("presence", self._on_presence),
         ):
             self.register(name, handler)
 
@@ -310,3 +312,20 @@ class Hub:
             "session_id": conn.session_id,
             "gateway_id": self.node_id,
         }
+
+    # -- presence of a channel the connection is in -----------------------------------------------
+    def _on_presence(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
+        """``{"type":"presence","channel":C}`` -> ``{"type":"presence","channel","presence",
+        "count"}``: the channel's checks as for a subscription (400 invalid, 404 unknown
+        namespace), 403 unless this connection is subscribed, 400 if its namespace tracks no
+        presence."""
+        channel = self.subscriptions.check("subscribe", conn, frame)
+        if conn.channels is None or channel not in conn.channels:
+            raise Forbidden(f"Not subscribed to '{channel}'")
+        if not self.subscriptions.rules.options(channel)[2]:
+            raise BadRequest(f"No presence on '{channel}': its namespace does not track it")
+        return self._presence(channel)
+
+    async def _presence(self, channel: str) -> dict[str, Any]:
+        members = await self.subscriptions.broker.presence(channel)
+        return {"type": "presence", "channel": channel, "presence": members, "count": len(members)}
