@@ -4,6 +4,7 @@ admin names and their bootstrap (what end-to-end tests cannot observe without ti
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from pygw.auth.passwords import PasswordHasher
 from pygw.auth.service import AuthService
 from pygw.auth.tokens import TokenService
 from pygw.broker.memory import MemoryBroker
-from pygw.config import Settings
+from pygw.config import ConfigError, Settings
 from pygw.core.errors import BadRequest, Conflict, Unauthenticated
 from pygw.store.memory import MemoryStorage
 
@@ -119,3 +120,28 @@ async def test_without_a_password_missing_admins_are_only_reported(
         assert "pygw users create boss --role admin" in caplog.text
     finally:
         hasher.close()
+
+
+async def test_a_role_change_revokes_the_users_tokens_but_setting_the_same_role_does_not(
+    auth: tuple[AuthService, CountingHasher, MemoryStorage],
+) -> None:
+    service, _, _ = auth
+    await service.register("alice", "alice@example.com", "correct-horse-1")
+    token = (await service.login("alice", "correct-horse-1")).access.token
+    assert await service.set_role("alice", "user")  # unchanged: nothing revoked
+    assert service.verify_access(token).role == "user"
+    assert await service.set_role("alice", "admin")
+    with pytest.raises(Unauthenticated, match="Token revoked"):
+        service.verify_access(token)
+    assert not await service.set_role("nobody", "admin")
+
+
+def test_admin_password_setting(tmp_path: Path) -> None:
+    secret = tmp_path / "admin-password"
+    secret.write_text("from-a-file-123\n")
+    assert Settings.from_env({"PYGW_ADMIN_PASSWORD": f"@{secret}"}).admin_password == (
+        "from-a-file-123"
+    )
+    assert Settings.from_env({"PYGW_ADMIN_PASSWORD": "inline-pass"}).admin_password == "inline-pass"
+    with pytest.raises(ConfigError, match="PYGW_ADMIN_PASSWORD must have at least 8 characters"):
+        Settings.from_env({"PYGW_ADMIN_PASSWORD": "short"})

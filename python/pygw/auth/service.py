@@ -314,7 +314,13 @@ class AuthService:
     async def set_role(self, username: str, role: str) -> bool:
         """Store the role; the user's tokens (which carry the old one) stop working at once
         and their sockets close with 1008 "Role changed" on every node: the client refreshes
-        (the refresh reads the new role) and reconnects. False if there is no such user."""
+        (the refresh reads the new role) and reconnects. False if there is no such user.
+        Setting the role a user already has changes nothing (their tokens stay valid)."""
+        user = await self.storage.get_user(username)
+        if user is None:
+            return False
+        if (user.role or "user") == role:
+            return True
         if not await self.storage.update_user(username, {"role": role}):
             return False
         await self.revoke_user(username, "Role changed", CLOSE_POLICY)
