@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pygw.core.rates import RATE_CLASSES
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benches" / "results"
 LOADGEN = ROOT / "target" / "release" / "pygw-loadgen"
@@ -43,8 +45,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RATE_LIMITS_OFF = {
     # Capacity benchmarks from one client address: pygw's default per-IP/per-connection limits
     # (PYGW_RATE_*, see python/pygw/limits.py) would turn them into 429s; "0" turns a class off.
-    f"PYGW_RATE_{name}": "0"
-    for name in ("LOGIN", "LOGIN_IP", "HTTP", "WS_MESSAGE", "WS_CONNECT")
+    f"PYGW_RATE_{name.upper()}": "0"
+    for name in RATE_CLASSES
 }
 DEFAULT_ARGON2 = {
     "PYGW_ARGON2_MEMORY_KIB": str(19 * 1024),

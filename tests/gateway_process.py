@@ -17,9 +17,13 @@ import httpx
 TEST_SECRET = "pygw-test-secret-key-0123456789abcdef"
 # Cheap argon2 parameters keep tests fast; the default (OWASP) ones are exercised separately.
 FAST_ARGON2 = {"PYGW_ARGON2_MEMORY_KIB": "1024", "PYGW_ARGON2_TIME_COST": "1"}
-# Every test client is 127.0.0.1, like users behind one NAT: the per-IP login limit is off unless
-# a test sets it (tests/e2e/test_rate_limits.py); the other limits keep their defaults.
-TEST_LIMITS = {"PYGW_RATE_LOGIN_IP": "0"}
+# Every test client is 127.0.0.1, like users behind one NAT: the per-IP login and registration
+# limits are off unless a test sets them (tests/e2e/test_rate_limits.py, test_auth_security.py);
+# the other limits keep their defaults.
+TEST_LIMITS = {"PYGW_RATE_LOGIN_IP": "0", "PYGW_RATE_REGISTER": "0"}
+# The password of the accounts named in PYGW_ADMIN_USERS, created by the gateway at start (the
+# names are reserved: registration refuses them).
+ADMIN_PASSWORD = "correct-horse-1"
 
 
 def free_port() -> int:
@@ -70,6 +74,7 @@ class GatewayProcess:
                 "SECRET_KEY": TEST_SECRET,
                 "LOGGING_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
+                "PYGW_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 **FAST_ARGON2,
                 **TEST_LIMITS,
             }

@@ -20,7 +20,14 @@ from pygw.core.errors import TooManyRequests
 from pygw.core.netaddr import ClientAddress, ip_key
 from pygw.core.rates import Rate, parse_rate
 from pygw.http.errors import from_domain
-from pygw.limits import Limits, MemoryBucket, RedisBucket, redis_client
+from pygw.limits import (
+    LOGIN_SLOWDOWN_MAX,
+    Limits,
+    MemoryBucket,
+    RedisBucket,
+    login_key,
+    redis_client,
+)
 from pygw.metrics import Metrics
 from redis_server import RedisServer, free_port
 
@@ -275,8 +282,51 @@ async def test_limits_count_refusals_and_clear_on_login_success() -> None:
     assert answer.status == 429
     assert answer.headers == [("Retry-After", "30")]
     assert metrics.rate_limited["login"] == 1
-    await limits.login_succeeded("bob")
+    await limits.login_succeeded("bob", "127.0.0.1")
     await limits.login("bob", "127.0.0.1")
+
+
+async def test_login_lockout_is_per_name_and_address_and_only_slows_per_name() -> None:
+    """Failing on purpose from one address locks only that address out of the name; from
+    anywhere, too many attempts on one name are delayed (up to LOGIN_SLOWDOWN_MAX), never
+    refused."""
+    metrics = Metrics()
+    env = {"PYGW_RATE_LOGIN": "2/60", "PYGW_RATE_LOGIN_USER": "3/60"}
+    limits = Limits(Settings.from_env(env), metrics)
+    delays: list[float] = []
+
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+
+    limits.sleep = record
+    for _ in range(2):
+        await limits.login("victim", "198.51.100.1")
+    with pytest.raises(TooManyRequests):
+        await limits.login("victim", "198.51.100.1")
+    # The victim elsewhere is not locked out (its own (name, address) bucket).
+    await limits.login("victim", "203.0.113.9")
+    assert delays == []
+    # A fourth attempt on the name from anywhere: slowed down, not refused.
+    await limits.login("victim", "203.0.113.9")
+    await limits.login("victim", "192.0.2.1")
+    assert delays == [LOGIN_SLOWDOWN_MAX, LOGIN_SLOWDOWN_MAX]
+    assert metrics.rate_limited["login"] == 1 and metrics.rate_limited["login_user"] == 2
+    # The right password clears the name's slow-down and that address's failures.
+    await limits.login_succeeded("victim", "203.0.113.9")
+    await limits.login("victim", "203.0.113.9")
+    assert len(delays) == 2
+    with pytest.raises(TooManyRequests):  # the attacker's address stays locked
+        await limits.login("victim", "198.51.100.1")
+
+
+async def test_registrations_are_limited_per_address() -> None:
+    limits = Limits(Settings.from_env({"PYGW_RATE_REGISTER": "2/60"}), Metrics())
+    await limits.register("198.51.100.1")
+    await limits.register("198.51.100.1")
+    with pytest.raises(TooManyRequests):
+        await limits.register("198.51.100.1")
+    await limits.register("198.51.100.2")
+    assert login_key("bob", "2001:db8:1:2::7") == "2001:db8:1:2::/64|bob"
 
 
 def test_ws_message_limits_are_per_connection() -> None:

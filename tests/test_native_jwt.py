@@ -426,6 +426,36 @@ def test_revocation_applies_to_cached_tokens() -> None:
     assert issubclass(RevokedToken, TokenError)
 
 
+def test_user_floor_revokes_every_older_access_token_cached_or_not() -> None:
+    """Logout/password change/deletion/role change: every access token of the user issued with
+    a generation below the floor is refused, not only the newest one."""
+    codec = hs256()
+    before_refresh = pyjwt_encode("HS256", payload(jti="a1", gen=5))
+    after_refresh = pyjwt_encode("HS256", payload(jti="a2", gen=5))
+    legacy = pyjwt_encode("HS256", payload(jti="a0"))  # no gen claim: generation 0
+    bob = pyjwt_encode("HS256", payload(sub="bob", gen=5))
+    refresh = pyjwt_encode("HS256", payload(typ="refresh", gen=5))
+    for token in (before_refresh, after_refresh, legacy, bob):
+        codec.verify(token, now=NOW)
+    assert codec.verify(before_refresh, now=NOW).gen == 5 and codec.verify(legacy, now=NOW).gen == 0
+    assert codec.user_floor("alice") is None
+    codec.revoke_user("alice", 6, NOW + 60)
+    assert codec.user_floor("alice") == 6 and codec.floors_len == 1
+    for token in (before_refresh, after_refresh, legacy):
+        with pytest.raises(RevokedToken):
+            codec.verify(token, now=NOW)
+    assert codec.verify(bob, now=NOW).sub == "bob"
+    # Tokens issued after the floor carry it, and pass.
+    assert codec.verify(pyjwt_encode("HS256", payload(gen=6)), now=NOW).gen == 6
+    # Refresh tokens answer to their family in storage, not to the floor.
+    assert codec.verify(refresh, now=NOW, typ="refresh").gen == 5
+    # Floors only rise; they go when every token they revoke has expired.
+    codec.revoke_user("alice", 2, NOW + 30)
+    assert codec.user_floor("alice") == 6
+    assert codec.prune(now=NOW + 61) >= 1
+    assert codec.user_floor("alice") is None and codec.floors_len == 0
+
+
 def test_prune_drops_expired_revocations_and_cache_entries() -> None:
     codec = hs256(leeway=2)
     short = pyjwt_encode("HS256", payload(jti="a", exp=NOW + 10))

@@ -6,7 +6,10 @@ import asyncio
 import hashlib
 import threading
 
+import pytest
+
 from pygw.auth.passwords import PasswordHasher
+from pygw.core.errors import TooManyRequests
 
 
 async def test_default_parameters_are_owasp_argon2id() -> None:
@@ -72,3 +75,57 @@ async def test_weaker_stored_parameters_are_rehashed() -> None:
     finally:
         weak.close()
         strong.close()
+
+
+async def test_unknown_usernames_cost_one_verification_with_the_same_parameters() -> None:
+    hasher = PasswordHasher(memory_kib=1024, time_cost=1, threads=1)
+    checked: list[str] = []
+    original = hasher.verify_sync
+
+    def spy(stored: str, password: str) -> tuple[bool, str | None]:
+        checked.append(stored)
+        return original(stored, password)
+
+    hasher.verify_sync = spy  # type: ignore[method-assign]
+    try:
+        real = await hasher.hash("correct horse")
+        await hasher.prepare()  # the dummy hash is made at start-up
+        await hasher.verify_unknown("a guess")
+        await hasher.verify_unknown("another guess")
+        assert len(checked) == 2 and checked[0] == checked[1]
+        # "$argon2id$v=19$m=1024,t=1,p=1$...": the same algorithm and cost as real hashes.
+        assert checked[0].split("$")[:4] == real.split("$")[:4]
+    finally:
+        hasher.close()
+
+
+async def test_logins_keep_a_thread_while_registrations_flood() -> None:
+    """Registrations hash in a bounded lane (threads - 1 at once): a login's verification does
+    not queue behind a flood of them."""
+    hasher = PasswordHasher(memory_kib=4096, time_cost=1, threads=2)
+    try:
+        stored = await hasher.hash("correct horse")
+        assert hasher.bounded_slots == 1
+        flood = [asyncio.create_task(hasher.hash_bounded(f"new-{i}")) for i in range(30)]
+        await asyncio.sleep(0)
+        assert await hasher.verify(stored, "correct horse") == (True, None)
+        still_waiting = sum(not task.done() for task in flood)
+        assert still_waiting >= 25, f"the login waited for {30 - still_waiting} registrations"
+        hashes = await asyncio.gather(*flood)
+        assert all(h.startswith("$argon2id$") for h in hashes)
+    finally:
+        hasher.close()
+
+
+async def test_registrations_beyond_the_waiting_bound_are_refused() -> None:
+    hasher = PasswordHasher(memory_kib=4096, time_cost=1, threads=2, max_waiting=3)
+    try:
+        queued = [asyncio.create_task(hasher.hash_bounded(f"new-{i}")) for i in range(4)]
+        await asyncio.sleep(0)  # one hashing, three waiting
+        with pytest.raises(TooManyRequests) as refused:
+            await hasher.hash_bounded("one too many")
+        assert refused.value.retry_after == 1.0
+        assert len(await asyncio.gather(*queued)) == 4
+        assert (await hasher.hash_bounded("later")).startswith("$argon2id$")
+    finally:
+        hasher.close()

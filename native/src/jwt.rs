@@ -4,6 +4,14 @@
 //! [`Codec`] owns the key and does the stateless work (structure, header,
 //! signature, claim types). [`TokenStore`] holds the state: it applies the
 //! time, type and revocation checks on every verification, cached or not.
+//!
+//! Two kinds of revocation: one token by its `jti`, and every access token of
+//! a user issued before a point, by the user's *token generation floor*.
+//! Tokens carry the generation that was current for their user when they were
+//! issued (the private `gen` claim, read from storage at issue time, so no
+//! clocks are compared); an access token whose `gen` is below its user's floor
+//! is revoked. Logout, password change, account deletion and role changes
+//! raise the floor.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -138,6 +146,9 @@ pub struct ClaimsData {
     pub typ: String,
     /// Refresh-token family.
     pub fam: Option<String>,
+    /// The user's token generation when the token was issued (`gen` claim,
+    /// or 0): the token is revoked once the user's floor is above it.
+    pub generation: i64,
     /// The whole payload JSON text, for access to extra claims.
     pub payload: String,
 }
@@ -417,6 +428,8 @@ fn parse_claims(payload: String) -> Result<ClaimsData, TokenError> {
         typ: Option<Cow<'a, str>>,
         #[serde(borrow)]
         fam: Option<Cow<'a, str>>,
+        #[serde(rename = "gen")]
+        generation: Option<Number>,
     }
     let raw: Raw<'_> =
         parse_object(payload.as_bytes()).map_err(|e| invalid(format!("bad claims: {e}")))?;
@@ -433,24 +446,36 @@ fn parse_claims(payload: String) -> Result<ClaimsData, TokenError> {
         sid: owned(raw.sid),
         typ: raw.typ.map_or_else(|| "access".into(), Cow::into_owned),
         fam: owned(raw.fam),
+        generation: raw.generation.as_ref().map_or(0, numeric_date),
         sub: sub.into_owned(),
         payload: String::new(),
     };
     Ok(ClaimsData { payload, ..claims })
 }
 
-/// A JSON number of seconds, truncated towards negative infinity.
+/// A JSON number (seconds, or a generation), truncated towards negative
+/// infinity.
 fn numeric_date(n: &Number) -> i64 {
     n.as_i64()
         .unwrap_or_else(|| n.as_f64().map_or(i64::MAX, |f| f.floor() as i64))
 }
 
-/// Verified-token cache and revocation list, plus the checks that depend on
+/// A user's token generation floor: access tokens with a lower `gen` are
+/// revoked; kept until `until`, when every such token has expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    pub generation: i64,
+    pub until: i64,
+}
+
+/// Verified-token cache and revocation lists, plus the checks that depend on
 /// them and on the clock.
 pub struct TokenStore<C> {
     cache: FifoCache<C>,
     /// Revoked `jti` -> the latest `exp` it was revoked with.
     revoked: HashMap<Box<str>, i64>,
+    /// User (`sub`) -> token generation floor.
+    floors: HashMap<Box<str>, Floor>,
     leeway: i64,
 }
 
@@ -459,6 +484,7 @@ impl<C: HasClaims> TokenStore<C> {
         TokenStore {
             cache: FifoCache::new(cache_size),
             revoked: HashMap::new(),
+            floors: HashMap::new(),
             leeway,
         }
     }
@@ -470,7 +496,8 @@ impl<C: HasClaims> TokenStore<C> {
         Some(self.validate(entry.claims(), now, typ).map(|()| entry))
     }
 
-    /// Expiry (with leeway), `nbf`, token type and revocation.
+    /// Expiry (with leeway), `nbf`, token type and revocation (by `jti`, and
+    /// for access tokens by the user's generation floor).
     pub fn validate(&self, claims: &ClaimsData, now: i64, typ: &str) -> Result<(), TokenError> {
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(TokenError::Expired);
@@ -487,12 +514,22 @@ impl<C: HasClaims> TokenStore<C> {
                 claims.typ
             )));
         }
-        match &claims.jti {
-            Some(jti) if !self.revoked.is_empty() && self.revoked.contains_key(jti.as_str()) => {
-                Err(TokenError::Revoked)
+        if let Some(jti) = &claims.jti {
+            if !self.revoked.is_empty() && self.revoked.contains_key(jti.as_str()) {
+                return Err(TokenError::Revoked);
             }
-            _ => Ok(()),
         }
+        // Refresh tokens are governed by their family in storage (a role
+        // change raises the floor, and the refresh is how the client gets a
+        // token with the new role).
+        if !self.floors.is_empty() && claims.typ == "access" {
+            if let Some(floor) = self.floors.get(claims.sub.as_str()) {
+                if claims.generation < floor.generation {
+                    return Err(TokenError::Revoked);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Caches a token that passed [`Codec::decode`] and [`Self::validate`].
@@ -511,14 +548,32 @@ impl<C: HasClaims> TokenStore<C> {
         self.revoked.contains_key(jti)
     }
 
-    /// Drops expired revocations and cache entries; returns how many.
+    /// Revokes `user`'s access tokens with a `gen` below `generation`, until `until`
+    /// (plus leeway). Floors only rise: an older, lower one arriving late
+    /// changes nothing.
+    pub fn revoke_user(&mut self, user: &str, generation: i64, until: i64) {
+        let floor = self
+            .floors
+            .entry(user.into())
+            .or_insert(Floor { generation, until });
+        floor.generation = floor.generation.max(generation);
+        floor.until = floor.until.max(until);
+    }
+
+    /// The user's current floor, if any.
+    pub fn floor(&self, user: &str) -> Option<Floor> {
+        self.floors.get(user).copied()
+    }
+
+    /// Drops expired revocations, floors and cache entries; returns how many.
     pub fn prune(&mut self, now: i64) -> usize {
         let leeway = self.leeway;
         let live = |exp: i64| exp.saturating_add(leeway) > now;
-        let revocations = self.revoked.len();
+        let revocations = self.revoked.len() + self.floors.len();
         self.revoked.retain(|_, &mut exp| live(exp));
+        self.floors.retain(|_, floor| live(floor.until));
         let cached = self.cache.retain(|entry| live(entry.claims().exp));
-        revocations - self.revoked.len() + cached
+        revocations - self.revoked.len() - self.floors.len() + cached
     }
 
     pub fn clear_cache(&mut self) {
@@ -531,6 +586,10 @@ impl<C: HasClaims> TokenStore<C> {
 
     pub fn revoked_len(&self) -> usize {
         self.revoked.len()
+    }
+
+    pub fn floors_len(&self) -> usize {
+        self.floors.len()
     }
 }
 
@@ -811,8 +870,91 @@ mod tests {
             sid: None,
             typ: typ.into(),
             fam: None,
+            generation: 0,
             payload: "{}".into(),
         }
+    }
+
+    fn with_gen(generation: i64, typ: &str) -> ClaimsData {
+        ClaimsData {
+            generation,
+            ..claims(NOW + 10, None, typ, Some("j"))
+        }
+    }
+
+    #[test]
+    fn gen_claim_is_parsed_with_a_default_of_zero() {
+        let codec = hs256();
+        let token = codec.sign(&payload(r#","gen":1700000000123456"#)).unwrap();
+        assert_eq!(
+            codec.decode(&token).unwrap().generation,
+            1_700_000_000_123_456
+        );
+        let token = codec.sign(&payload("")).unwrap();
+        assert_eq!(codec.decode(&token).unwrap().generation, 0);
+        let bad = forge(
+            &codec,
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"s","exp":1,"gen":"7"}"#,
+        );
+        assert!(matches!(codec.decode(&bad), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn user_floor_revokes_older_access_tokens_only() {
+        let mut store = TokenStore::<ClaimsData>::new(10, 0);
+        store.revoke_user("s", 100, NOW + 60);
+        assert_eq!(
+            store.validate(&with_gen(99, "access"), NOW, "access"),
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(
+            store.validate(&with_gen(0, "access"), NOW, "access"),
+            Err(TokenError::Revoked)
+        );
+        assert_eq!(
+            store.validate(&with_gen(100, "access"), NOW, "access"),
+            Ok(())
+        );
+        assert_eq!(
+            store.validate(&with_gen(101, "access"), NOW, "access"),
+            Ok(())
+        );
+        // Refresh tokens answer to their family in storage, not to the floor.
+        assert_eq!(
+            store.validate(&with_gen(0, "refresh"), NOW, "refresh"),
+            Ok(())
+        );
+        // Another user is not affected.
+        let other = ClaimsData {
+            sub: "t".into(),
+            ..with_gen(0, "access")
+        };
+        assert_eq!(store.validate(&other, NOW, "access"), Ok(()));
+    }
+
+    #[test]
+    fn floors_only_rise_and_expire() {
+        let mut store = TokenStore::<ClaimsData>::new(10, 1);
+        store.revoke_user("s", 100, NOW + 60);
+        store.revoke_user("s", 50, NOW + 90);
+        assert_eq!(
+            store.floor("s"),
+            Some(Floor {
+                generation: 100,
+                until: NOW + 90
+            })
+        );
+        store.insert("t", with_gen(50, "access"));
+        assert_eq!(
+            store.cached("t", NOW, "access").unwrap().err(),
+            Some(TokenError::Revoked),
+            "cached tokens are checked against the floor too"
+        );
+        assert_eq!(store.prune(NOW + 90), 1, "the cache entry (exp NOW+10)");
+        assert_eq!(store.floors_len(), 1, "leeway keeps the floor");
+        assert_eq!(store.prune(NOW + 91), 1);
+        assert_eq!(store.floor("s"), None);
     }
 
     #[test]

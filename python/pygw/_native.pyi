@@ -85,6 +85,9 @@ class Claims:
     @property
     def fam(self) -> str | None:
         """Refresh-token family."""
+    @property
+    def gen(self) -> int:
+        """The ``gen`` claim (the user's token generation when the token was issued), or 0."""
     def to_dict(self) -> dict[str, object]:
         """A new dict of every claim in the payload, unknown ones included."""
     def __repr__(self) -> str: ...
@@ -131,20 +134,29 @@ class TokenCodec:
         (``none`` is never accepted), the signature, that the payload is a JSON object
         with a string ``sub`` and a numeric ``exp``, ``nbf`` if present (both with
         leeway), that the token's ``typ`` claim (default ``"access"``) equals ``typ``,
-        and that its ``jti`` is not revoked.
+        that its ``jti`` is not revoked and, for access tokens, that its ``gen`` is not
+        below its user's floor (:meth:`revoke_user`).
 
         Raises ExpiredToken, RevokedToken or InvalidToken (all TokenError).
         """
     def revoke(self, jti: str, exp: int) -> None:
         """Revoke ``jti``; the entry may be pruned once ``exp`` (plus leeway) has passed."""
     def is_revoked(self, jti: str) -> bool: ...
+    def revoke_user(self, user: str, gen: int, until: int) -> None:
+        """Revoke every access token of ``user`` (by ``sub``) whose ``gen`` claim is below
+        ``gen``, cached ones included; the entry may be pruned once ``until`` (plus leeway)
+        has passed. Floors only rise (a lower ``gen`` arriving later changes nothing)."""
+    def user_floor(self, user: str) -> int | None:
+        """``user``'s token generation floor, or None."""
     def prune(self, now: int | None = None) -> int:
-        """Drop expired revocations and expired cache entries; return how many."""
+        """Drop expired revocations, floors and cache entries; return how many."""
     def clear_cache(self) -> None: ...
     @property
     def cache_len(self) -> int: ...
     @property
     def revoked_len(self) -> int: ...
+    @property
+    def floors_len(self) -> int: ...
     @property
     def algorithm(self) -> str: ...
     def __repr__(self) -> str: ...

@@ -36,7 +36,9 @@ environment (flags win over these):
   ACCESS_TOKEN_EXPIRE_MINUTES     access token lifetime (default 30)
   SESSION_TIMEOUT_MINUTES         session inactivity expiry (default 30)
   BATCH_WRITE_INTERVAL_MS         write-behind flush interval (default 100)
-  PYGW_ADMIN_USERS                usernames that get role admin at register/login
+  PYGW_ADMIN_USERS                usernames reserved for admins (registration refuses them;
+                                  existing accounts get role admin at login)
+  PYGW_ADMIN_PASSWORD             creates the missing PYGW_ADMIN_USERS at start (value or @file)
   PYGW_API_KEYS                   keys accepted in X-API-Key by the server API
   PYGW_NAMESPACES                 channel namespaces (JSON list, or @file)
   PYGW_REUSE_PORT                 true: share the port with a process already listening on it

@@ -81,6 +81,11 @@ class Settings:
     public_url: str | None = None
     """Base used in ``ws_url`` (``ws://host:port``); default: the request's Host header."""
     admin_users: tuple[str, ...] = ()
+    """Usernames reserved for the operator's admins: registration refuses them; existing
+    accounts of these names get role admin at login."""
+    admin_password: str = ""
+    """``PYGW_ADMIN_PASSWORD`` (value or @file): at start, the ``admin_users`` that do not exist
+    are created with role admin and this password."""
     api_keys: tuple[str, ...] = ()
     jwt_private_key: bytes | None = None
     jwt_public_key: bytes | None = None
@@ -138,9 +143,14 @@ class Settings:
     non-browser clients, are always allowed)."""
     # Rate limits (GCRA, "count/seconds[:burst]", "" or "0" = off; docs/RATE_LIMITS.md).
     rate_login: str = "5/60"
-    """Login attempts per username (shared through Redis)."""
+    """Login attempts per (username, client IP) (shared through Redis)."""
     rate_login_ip: str = "30/60"
     """Login attempts per client IP (shared through Redis)."""
+    rate_login_user: str = "20/60"
+    """Login attempts per username from any address; over it attempts are slowed down (by up
+    to ``LOGIN_SLOWDOWN_MAX`` seconds), never refused (shared through Redis)."""
+    rate_register: str = "5/60:10"
+    """Registrations per client IP (shared through Redis)."""
     rate_http: str = ""
     """HTTP requests per user, else per client IP. Off: with Redis it costs a round-trip each."""
     rate_ws_message: str = "100/1:200"
@@ -195,6 +205,9 @@ class Settings:
         s.gateway_id = get("PYGW_GATEWAY_ID", "")
         s.public_url = get("PYGW_PUBLIC_URL") or None
         s.admin_users = _split(get("PYGW_ADMIN_USERS", ""))
+        if get("PYGW_ADMIN_PASSWORD"):
+            raw_password = _read_file_or_value(env["PYGW_ADMIN_PASSWORD"])
+            s.admin_password = raw_password.decode(errors="replace").rstrip("\r\n")
         s.api_keys = _split(get("PYGW_API_KEYS", ""))
         if get("PYGW_JWT_PRIVATE_KEY"):
             s.jwt_private_key = _read_file_or_value(env["PYGW_JWT_PRIVATE_KEY"])
@@ -247,7 +260,7 @@ class Settings:
         s.cors_origins = _split(get("PYGW_CORS_ORIGINS", ""))
         s.cors_allow_credentials = _flag(get("PYGW_CORS_ALLOW_CREDENTIALS"))
         s.ws_allowed_origins = _split(get("PYGW_WS_ALLOWED_ORIGINS", ""))
-        for name in ("login", "login_ip", "http", "ws_message", "ws_connect"):
+        for name in RATE_CLASSES:
             rate = get(f"PYGW_RATE_{name.upper()}")
             if rate is not None:
                 setattr(s, f"rate_{name}", rate)
@@ -286,6 +299,8 @@ class Settings:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"PYGW_TRUSTED_PROXIES: {exc}") from None
+        if self.admin_password and len(self.admin_password) < 8:
+            raise ConfigError("PYGW_ADMIN_PASSWORD must have at least 8 characters")
         if self.breaker_failures < 1 or self.breaker_reset_seconds <= 0:
             raise ConfigError(
                 "PYGW_BREAKER_FAILURES must be >= 1 and PYGW_BREAKER_RESET_SECONDS > 0"

@@ -40,6 +40,7 @@ from pygw.broker.base import Broker, Publication
 from pygw.broker.publish import ChannelPublisher
 from pygw.config import FD_RESERVE, Settings
 from pygw.core import control
+from pygw.core.errors import BackendUnavailable
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
 from pygw.core.version import __version__
@@ -58,6 +59,9 @@ from pygw.ws.hub import Hub
 from pygw.ws.stats import NodeStats
 
 log = logging.getLogger("pygw")
+
+TOKEN_PRUNE_EVERY = 60.0
+"""Seconds between two prunes of the verifier (expired cache entries, revocations, floors)."""
 
 MessageHandler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
@@ -120,7 +124,7 @@ class Gateway:
         self.policy = ChannelPolicy(orjson.dumps(s.namespaces), s.allow_unknown_namespaces)
         self.publisher = ChannelPublisher(self.broker, self.policy, self.metrics)
         self.auth = AuthService(
-            s, self.storage, self.broker, self.tokens, self.passwords, self.publisher, self.metrics
+            s, self.storage, self.broker, self.tokens, self.passwords, self.metrics
         )
         self.limits = Limits(s, self.metrics)
         self.client_address = ClientAddress(s.trusted_proxies)
@@ -190,6 +194,7 @@ class Gateway:
         )
         self._server: UWSServer | None = None
         self._metrics_server: Any = None
+        self._prune_timer: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
         self._stopped = False
@@ -267,6 +272,9 @@ class Gateway:
     def on_control(self, message: control.ControlMessage) -> None:
         if isinstance(message, control.Revoke):
             self.tokens.revoke_local(message.jti, message.exp)
+        elif isinstance(message, control.RevokeUser):
+            self.tokens.revoke_user_local(message.user, message.gen, message.until)
+            self.hub.revoke_user(message.user, message.gen, message.code, message.reason)
         elif isinstance(message, control.Disconnect):
             self.hub.registry.disconnect_user(
                 message.user, message.family, message.code, message.reason
@@ -285,8 +293,32 @@ class Gateway:
         return {"gateway_id": self.node_id, "error": f"unknown query {name!r}"}
 
     def on_resync(self) -> None:
-        self.tasks.spawn(self.auth.load_revocations())
+        self.tasks.spawn(self._resync_revocations())
         self.routes.request_reload()
+
+    async def _resync_revocations(self, attempts: int = 5) -> None:
+        """Revocations may have been missed while the link was down: reload them from storage
+        and close the sockets whose token they revoke."""
+        for attempt in range(attempts):
+            try:
+                await self.auth.load_revocations()
+            except BackendUnavailable as exc:
+                if attempt == attempts - 1:
+                    log.error("could not reload revocations after a resync: %s", exc)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+                continue
+            closed = self.hub.recheck()
+            if closed:
+                log.warning("resync: closed %d socket(s) whose token was revoked meanwhile", closed)
+            return
+
+    def _prune_tokens(self) -> None:
+        """Drop what the verifier no longer needs (every entry ends with some token's expiry)."""
+        self.tokens.codec.prune()
+        self._prune_timer = asyncio.get_running_loop().call_later(
+            TOKEN_PRUNE_EVERY, self._prune_tokens
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -309,7 +341,7 @@ class Gateway:
         self.hub.registry.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
         await self.storage.start()
         await self.broker.start(self)
-        revoked = await self.auth.load_revocations()
+        revoked = await self.auth.start()
         self.proxy.start()
         await self.routes.start()
         self._server = UWSServer(
@@ -329,6 +361,7 @@ class Gateway:
         self.node.port = self._server.listen(host, port)
         self.hub.start(self._server)
         self.stats.start()
+        self._prune_tokens()
         if s.metrics_port:
             # A small threaded HTTP server of prometheus_client: scrapes read plain counters.
             self._metrics_server, _thread = start_http_server(
@@ -336,7 +369,7 @@ class Gateway:
             )
         self.node.started = time.monotonic()
         log.info(
-            "pygw %s listening on %s:%d (gateway %s, %s backend, %d revoked tokens loaded)",
+            "pygw %s listening on %s:%d (gateway %s, %s backend, %d revocations loaded)",
             self.version,
             host,
             self.node.port,
@@ -377,6 +410,8 @@ class Gateway:
             self.http.closing = True
             self.hub.draining = True
             self.hub.stop()
+            if self._prune_timer is not None:
+                self._prune_timer.cancel()
             self.stats.stop()
             if self.hub.registry.close_all():
                 await asyncio.sleep(0.05)  # let the close frames leave

@@ -166,7 +166,12 @@ class GatewayCollector(Collector):
             m.connections_refused,
         )
         yield _labelled("auth", "Authentication outcomes", ("outcome",), m.auth)
-        yield _labelled("rate_limited", "Refused by rate limits", ("class",), m.rate_limited)
+        yield _labelled(
+            "rate_limited",
+            "Refused by rate limits (login_user: slowed down)",
+            ("class",),
+            m.rate_limited,
+        )
         yield _labelled("http_responses", "HTTP responses by class", ("status",), m.http_requests)
         yield _labelled("proxy_requests", "Proxied requests", ("route", "outcome"), m.proxy)
         yield m.publish_latency.family(

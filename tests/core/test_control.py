@@ -12,6 +12,8 @@ from pygw.core import control
     "message",
     [
         control.Revoke("abc", 1_900_000_000),
+        control.RevokeUser("alice", 1_700_000_000_123_456, 1_900_000_000),
+        control.RevokeUser("bob", 7, 1_900_000_000, 1000, "Logged out"),
         control.Disconnect("alice"),
         control.Disconnect("bob", "fam1", 1008, "Token expired"),
         control.RoutesChanged(),
@@ -46,6 +48,8 @@ def test_wire_form_of_disconnect_is_the_historical_one() -> None:
         b'{"op": "revoke"}',
         b'{"op": "revoke", "jti": "x", "exp": "soon"}',
         b'{"op": "launch-missiles"}',
+        b'{"op": "revoke_user", "user": "u", "until": 1}',
+        b'{"op": "revoke_user", "user": "u", "gen": "high", "until": 1}',
         b'{"op": "query", "name": "n", "args": 3, "reply_to": "k"}',
     ],
 )

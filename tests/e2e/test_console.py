@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select
 from wsclient import WS
 
 from browser import by_id, screenshot, wait_for
-from conftest import Account, new_account, register
+from conftest import Account, new_account
 from gateway_process import GatewayProcess
 from redis_server import RedisServer
 
@@ -29,14 +29,12 @@ PASSWORD = "correct-horse-1"
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, ...]]:
     logs = tmp_path_factory.mktemp("console")
     with RedisServer() as redis:
-        env = {"PYGW_ADMIN_USERS": ADMIN}
+        env = {"PYGW_ADMIN_USERS": ADMIN, "PYGW_ADMIN_PASSWORD": PASSWORD}
         a = GatewayProcess(redis_url=redis.url, env=env, log_path=logs / "a.log")
         b = GatewayProcess(redis_url=redis.url, env=env, log_path=logs / "b.log")
         try:
             a.start()
             b.start()
-            with httpx.Client(base_url=a.url) as client:
-                register(client, ADMIN, PASSWORD)
             yield a, b
         finally:
             a.stop()

@@ -296,10 +296,7 @@ def test_delete_account(client: httpx.Client) -> None:
 
 
 def test_admin_routes(client: httpx.Client, gateway: GatewayProcess) -> None:
-    register(client, ADMIN) if client.post(
-        "/sessions/login", json={"username": ADMIN, "password": "correct-horse-1"}
-    ).status_code == 401 else None
-    admin = login(client, ADMIN)
+    admin = login(client, ADMIN)  # created at start (PYGW_ADMIN_USERS + PYGW_ADMIN_PASSWORD)
     user = new_account(client)
     path = "/admin/users"
     assert_envelope(

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from wsclient import WS
 
-from conftest import ADMIN, login, new_account, register
+from conftest import ADMIN, login, new_account
 from gateway_process import GatewayProcess
 from redis_server import RedisServer
 
@@ -174,8 +174,7 @@ async def test_connection_lists_per_node_and_cluster(tmp_path: Path) -> None:
         b = GatewayProcess(redis_url=redis.url, env=env, log_path=tmp_path / "b.log").start()
         try:
             with httpx.Client(base_url=a.url) as http:
-                register(http, ADMIN)
-                admin = login(http, ADMIN)
+                admin = login(http, ADMIN)  # created at start (PYGW_ADMIN_PASSWORD)
                 user = new_account(http)
                 async with (
                     await WS.open(a.ws_url, user.token) as w1,

@@ -15,7 +15,7 @@ import pytest
 from stub_backend import StubBackend
 from wsclient import WS
 
-from conftest import ADMIN, Account, backend_gateway, login, new_account, register
+from conftest import ADMIN, Account, backend_gateway, login, new_account
 from gateway_process import GatewayProcess, free_port
 from redis_server import RedisServer
 
@@ -48,10 +48,7 @@ def http(gw: GatewayProcess) -> Iterator[httpx.Client]:
 
 
 def admin_account(http: httpx.Client) -> Account:
-    r = http.post("/sessions/login", json={"username": ADMIN, "password": "correct-horse-1"})
-    if r.status_code == 401:
-        register(http, ADMIN)
-    return login(http, ADMIN)
+    return login(http, ADMIN)  # created at start (PYGW_ADMIN_USERS + PYGW_ADMIN_PASSWORD)
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-"""Rate limits against real gateway processes: login per username (shared by two nodes through
-Redis) and per client IP, HTTP per user/IP, WebSocket messages per connection and connects per
-IP, trusted proxies, windows that reset, and Redis outages that must not turn into 503s."""
+"""Rate limits against real gateway processes: login per (username, address) (shared by two nodes
+through Redis), per client IP and the per-username slow-down, registrations per address, HTTP per
+user/IP, WebSocket messages per connection and connects per IP, trusted proxies, windows that
+reset, and Redis outages that must not turn into 503s.
+
+Clients bind to 127.0.0.2, 127.0.0.3, ... to be other addresses than the default 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -61,6 +64,11 @@ def attempt(
     )
 
 
+def from_address(gw: GatewayProcess, ip: str) -> httpx.Client:
+    """A client connecting from ``ip`` (a loopback address other than 127.0.0.1)."""
+    return httpx.Client(base_url=gw.url, transport=httpx.HTTPTransport(local_address=ip))
+
+
 def assert_429(r: httpx.Response, path: str, max_wait: int) -> int:
     assert r.status_code == 429, r.text
     retry = int(r.headers["Retry-After"])
@@ -84,7 +92,8 @@ def rate_limited(gw: GatewayProcess, cls: str) -> float:
 def test_sixth_wrong_password_is_refused_on_either_node(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """The default (5 per 60 s per username) is shared: attempts spread over two nodes."""
+    """The default (5 per 60 s per username and address) is shared: attempts spread over two
+    nodes."""
     with gateways(tmp_path, {}, n=2, redis_url=redis_server.url) as (a, b):
         ca, cb = httpx.Client(base_url=a.url), httpx.Client(base_url=b.url)
         with ca, cb:
@@ -103,8 +112,10 @@ def test_sixth_wrong_password_is_refused_on_either_node(
             assert attempt(ca, other, "correct-horse-1").status_code == 200
         assert rate_limited(a, "login") == 2 and rate_limited(b, "login") == 1
     with redis.Redis.from_url(redis_server.url) as r:
-        assert 0 < r.pttl(f"pygw:rl:login:{victim}") <= 60_000
-        assert not r.exists(f"pygw:rl:login:{other}")  # cleared by the successful login
+        assert 0 < r.pttl(f"pygw:rl:login:127.0.0.1|{victim}") <= 60_000
+        assert 0 < r.pttl(f"pygw:rl:login_user:{victim}") <= 60_000
+        # Cleared by the successful login.
+        assert not r.exists(f"pygw:rl:login:127.0.0.1|{other}", f"pygw:rl:login_user:{other}")
 
 
 def test_login_window_resets_and_success_clears_the_count(tmp_path: Path) -> None:
@@ -126,6 +137,36 @@ def test_login_window_resets_and_success_clears_the_count(tmp_path: Path) -> Non
         assert [attempt(client, user).status_code for _ in range(4)] == [401] * 3 + [429]
 
 
+def test_many_addresses_slow_a_username_down_but_never_lock_it(tmp_path: Path) -> None:
+    env = {"PYGW_RATE_LOGIN": "2/60", "PYGW_RATE_LOGIN_USER": "2/60"}
+    with gateways(tmp_path, env) as (gw,), httpx.Client(base_url=gw.url) as client:
+        victim = unique()
+        register(client, victim)
+        with from_address(gw, "127.0.0.2") as attacker:
+            assert [attempt(attacker, victim).status_code for _ in range(3)] == [401, 401, 429]
+        # Over the per-username rate, from a fresh address: delayed, then answered.
+        started = time.monotonic()
+        assert attempt(client, victim, "correct-horse-1").status_code == 200
+        assert time.monotonic() - started >= 1.5  # the deliberate slow-down (up to 2 s)
+        assert rate_limited(gw, "login_user") == 1 and rate_limited(gw, "login") == 1
+
+
+def test_forged_forwarded_for_from_an_untrusted_peer_keeps_its_bucket(tmp_path: Path) -> None:
+    """Only PYGW_TRUSTED_PROXIES may name the client: 127.0.0.2 forging X-Forwarded-For is
+    still 127.0.0.2, while the user behind the trusted proxy keeps their own allowance."""
+    env = {"PYGW_TRUSTED_PROXIES": "127.0.0.1", "PYGW_RATE_LOGIN": "3/60"}
+    with gateways(tmp_path, env) as (gw,), httpx.Client(base_url=gw.url) as proxy:
+        victim = unique()
+        register(proxy, victim)
+        with from_address(gw, "127.0.0.2") as forger:
+            codes = [attempt(forger, victim, xff=f"203.0.113.{i}").status_code for i in range(5)]
+        assert codes == [401] * 3 + [429] * 2
+        assert attempt(proxy, victim, "correct-horse-1", xff="198.51.100.7").status_code == 200
+        # Through the proxy, the forwarded address is the key: the forger's forged addresses
+        # are fresh there, its own is spent.
+        assert attempt(proxy, victim, xff="203.0.113.0").status_code == 401
+
+
 def test_login_attempts_per_client_ip(tmp_path: Path) -> None:
     env = {"PYGW_RATE_LOGIN_IP": "4/60", "PYGW_RATE_LOGIN": "0"}
     with gateways(tmp_path, env) as (gw,), httpx.Client(base_url=gw.url) as client:
@@ -133,6 +174,28 @@ def test_login_attempts_per_client_ip(tmp_path: Path) -> None:
         assert codes == [401] * 4  # unknown users: still attempts
         assert_429(attempt(client, unique()), "/sessions/login", 60)
         assert rate_limited(gw, "login_ip") == 1
+
+
+# ------------------------------------------------------------------------------ registration
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_registrations_are_limited_per_address(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Before the name is looked up or a password hashed; shared by the nodes with Redis."""
+    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    env = {"PYGW_RATE_REGISTER": "2/60"}
+    n = 2 if redis_url else 1
+    with gateways(tmp_path, env, n=n, redis_url=redis_url) as procs:
+        first, last = procs[0], procs[-1]
+        with httpx.Client(base_url=first.url) as ca, httpx.Client(base_url=last.url) as cb:
+            register(ca, unique())
+            register(cb, unique())
+            for client in (ca, cb):
+                body = {"username": unique(), "email": "x@example.com", "password": "pw-123456"}
+                assert_429(client.post("/sessions/register", json=body), "/sessions/register", 60)
+            with from_address(last, "127.0.0.2") as other:
+                register(other, unique())
+        assert sum(rate_limited(p, "register") for p in procs) == 2
 
 
 # ------------------------------------------------------------------------------ proxies

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from wsclient import WS
 
-from conftest import ADMIN, Account, backend_gateway, login, new_account, register
+from conftest import ADMIN, Account, backend_gateway, login, new_account
 from gateway_process import TEST_SECRET, GatewayProcess
 from redis_server import RedisServer
 
@@ -49,14 +49,7 @@ def http(gw: GatewayProcess) -> Iterator[httpx.Client]:
 
 
 def admin_account(http: httpx.Client) -> Account:
-    if (
-        http.post(
-            "/sessions/login", json={"username": ADMIN, "password": "correct-horse-1"}
-        ).status_code
-        == 401
-    ):
-        register(http, ADMIN)
-    return login(http, ADMIN)
+    return login(http, ADMIN)  # created at start (PYGW_ADMIN_USERS + PYGW_ADMIN_PASSWORD)
 
 
 async def test_welcome_ping_and_update_api_key(gw: GatewayProcess, http: httpx.Client) -> None:

@@ -17,6 +17,7 @@ from pygw.store.base import (
     RouteRecord,
     SessionRecord,
     Storage,
+    TokenFloor,
     UnstorableValue,
     UserRecord,
 )
@@ -496,6 +497,73 @@ async def test_expired_family_is_not_current(storage: Storage) -> None:
     family = new_family("alice", ttl=-1)
     await storage.create_family(family)
     assert await storage.current_family("alice") is None
+
+
+async def test_revoke_user_families(storage: Storage) -> None:
+    first, second, done = new_family("alice", "s1"), new_family("alice", "s2"), new_family("alice")
+    other = new_family("bob")
+    for family in (first, done, second, other):
+        await storage.create_family(family)
+    await storage.revoke_family(done.family)
+    revoked = await storage.revoke_user_families("alice")
+    # The live ones, as they were (their latest access tokens are revoked by the caller).
+    assert sorted(revoked, key=lambda f: f.family) == sorted(
+        [first, second], key=lambda f: f.family
+    )
+    now = int(time.time())
+    for family in (first, second):
+        outcome = await storage.rotate_refresh(family.family, "r1", "r2", "a2", now, now)
+        assert outcome.status == "revoked"
+    assert await storage.current_family("alice") is None
+    assert (await storage.rotate_refresh(other.family, "r1", "r2", "a2", now, now)).status == "ok"
+    assert await storage.revoke_user_families("alice") == []
+    assert await storage.revoke_user_families("nobody") == []
+
+
+# -- token generation floors ---------------------------------------------------------------------
+async def test_token_floors_rise_and_expire(storage: Storage) -> None:
+    now = int(time.time())
+    now_us = now * 1_000_000
+    assert await storage.token_generation("alice", now) == 0
+    first = await storage.raise_token_floor("alice", now_us, now + 60)
+    assert first == now_us
+    assert await storage.token_generation("alice", now) == first
+    # Raised again in the same µs, or by a node whose clock is behind: still strictly higher.
+    second = await storage.raise_token_floor("alice", now_us - 5, now + 30)
+    assert second == first + 1
+    assert await storage.token_floors(now) == [TokenFloor("alice", second, now + 60)]
+    assert await storage.token_generation("bob", now) == 0
+    # Once every token it revokes has expired, the floor is gone (and pruned)...
+    assert await storage.token_generation("alice", now + 61) == 0
+    assert await storage.token_floors(now + 61) == []
+    assert await storage.token_generation("alice", now) == 0
+    # ... and the next one starts from the clock again, above every earlier floor.
+    third = await storage.raise_token_floor("alice", (now + 61) * 1_000_000, now + 120)
+    assert third > second
+
+
+async def test_token_floor_outlives_the_account(storage: Storage) -> None:
+    """A name deleted and registered again: tokens of the new account carry a generation at
+    or above the floor raised when the old one was deleted."""
+    now = int(time.time())
+    assert await storage.create_user(new_user("alice"))
+    floor = await storage.raise_token_floor("alice", time.time_ns() // 1000, now + 60)
+    assert await storage.delete_user("alice")
+    assert await storage.create_user(new_user("alice"))
+    assert await storage.token_generation("alice", now) == floor
+
+
+async def test_token_floors_are_shared_between_nodes(
+    make_storage: StorageFactory, backend: str
+) -> None:
+    if backend == "memory":
+        pytest.skip("the memory backend is one node")
+    a, b = await make_storage(), await make_storage()
+    now = int(time.time())
+    floor = await a.raise_token_floor("alice", time.time_ns() // 1000, now + 60)
+    assert await b.token_generation("alice", now) == floor
+    assert await b.raise_token_floor("alice", 1, now + 60) == floor + 1
+    assert await a.token_floors(now) == [TokenFloor("alice", floor + 1, now + 60)]
 
 
 # -- delete_user ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ create_exception!(
     pygw._native,
     RevokedToken,
     TokenError,
-    "The token's jti was revoked."
+    "The token's jti was revoked, or its user's token generation floor rose above it."
 );
 
 fn to_py(err: Error) -> PyErr {
@@ -99,6 +99,11 @@ impl Claims {
     #[getter]
     fn fam(&self) -> Option<&str> {
         self.0.fam.as_deref()
+    }
+
+    #[getter]
+    fn gen(&self) -> i64 {
+        self.0.generation
     }
 
     /// Every claim of the payload, including unknown ones.
@@ -208,6 +213,14 @@ impl TokenCodec {
         self.store().is_revoked(jti)
     }
 
+    fn revoke_user(&self, user: &str, gen: i64, until: i64) {
+        self.store().revoke_user(user, gen, until);
+    }
+
+    fn user_floor(&self, user: &str) -> Option<i64> {
+        self.store().floor(user).map(|floor| floor.generation)
+    }
+
     #[pyo3(signature = (now = None))]
     fn prune(&self, now: Option<i64>) -> usize {
         let now = now.unwrap_or_else(clock::unix_seconds);
@@ -226,6 +239,11 @@ impl TokenCodec {
     #[getter]
     fn revoked_len(&self) -> usize {
         self.store().revoked_len()
+    }
+
+    #[getter]
+    fn floors_len(&self) -> usize {
+        self.store().floors_len()
     }
 
     #[getter]

@@ -36,7 +36,9 @@ router = Router()
 
 
 async def set_role(svc: Services, username: str, role: str) -> None:
-    if not await svc.storage.update_user(username, {"role": role}):
+    """Effective at once: the user's tokens are revoked and their sockets closed (1008 "Role
+    changed") on every node; a refresh gives them a token with the new role."""
+    if not await svc.auth.set_role(username, role):
         raise NotFound("User not found")
 
 
@@ -45,7 +47,7 @@ async def set_role(svc: Services, username: str, role: str) -> None:
     auth="admin",
     body=UsernameRequest,
     response_model=MessageResponse,
-    summary="Give a user the admin role (effective at their next token)",
+    summary="Give a user the admin role (at once: their tokens are revoked, they refresh)",
     tags=TAGS,
     errors=(401, 403, 404, 422),
 )
@@ -60,7 +62,7 @@ async def promote(ctx: Context, svc: Services) -> dict[str, str]:
     auth="admin",
     body=UsernameRequest,
     response_model=MessageResponse,
-    summary="Give an admin the user role (effective at their next token)",
+    summary="Give an admin the user role (at once: their tokens are revoked, they refresh)",
     tags=TAGS,
     errors=(400, 401, 403, 404, 422),
 )

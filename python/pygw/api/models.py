@@ -75,6 +75,11 @@ class LoginResponse(Model):
     refresh_token: str
 
 
+class PasswordChangeRequest(Model):
+    current_password: AnyPassword
+    new_password: Password
+
+
 class RefreshRequest(Model):
     refresh_token: Annotated[str, StringConstraints(min_length=1)]
 

@@ -10,6 +10,7 @@ from pygw.api.models import (
     LoginRequest,
     LoginResponse,
     MessageResponse,
+    PasswordChangeRequest,
     RefreshRequest,
     RegisterRequest,
     RegisterResponse,
@@ -79,17 +80,27 @@ def missing_session(claims: Claims, session_id: str) -> PygwError:
 router = Router()
 
 
+def client_ip(ctx: Context, svc: Services) -> str:
+    """The caller's address (behind ``PYGW_TRUSTED_PROXIES`` only, the forwarded one)."""
+    return svc.client_address.resolve(ctx.request.headers, ctx.request.client_ip)
+
+
 @router.post(
     "/sessions/register",
     body=RegisterRequest,
     response_model=RegisterResponse,
     summary="Register a user",
+    description=(
+        "Always role user. Limited per client address (PYGW_RATE_REGISTER, 429); names in "
+        "PYGW_ADMIN_USERS are reserved for the operator (400 Username is reserved)."
+    ),
     tags=TAGS,
-    errors=(400, 422),
+    errors=(400, 422, 429),
 )
 async def register(ctx: Context, svc: Services) -> RegisterResponse:
     body: RegisterRequest = ctx.body
     check_new_credentials(svc.settings, body.email, body.password)
+    await svc.limits.register(client_ip(ctx, svc))
     await svc.auth.register(body.username, body.email, body.password)
     return RegisterResponse(username=body.username)
 
@@ -110,12 +121,10 @@ async def register(ctx: Context, svc: Services) -> RegisterResponse:
 async def login(ctx: Context, svc: Services) -> LoginResponse:
     body: LoginRequest = ctx.body
     # Before any password work: refused attempts cost no argon2 CPU (429, Retry-After).
-    request = ctx.request
-    await svc.limits.login(
-        body.username, svc.client_address.resolve(request.headers, request.client_ip)
-    )
+    address = client_ip(ctx, svc)
+    await svc.limits.login(body.username, address)
     result = await svc.auth.login(body.username, body.password)
-    await svc.limits.login_succeeded(body.username)
+    await svc.limits.login_succeeded(body.username, address)
     return login_response(result, svc.settings.access_ttl)
 
 
@@ -145,6 +154,29 @@ async def refresh(ctx: Context, svc: Services) -> LoginResponse:
 async def logout(ctx: Context, svc: Services) -> dict[str, str]:
     await svc.auth.logout(ctx.claims)
     return {"message": "Logged out successfully"}
+
+
+@router.post(
+    "/sessions/change_password",
+    auth="user",
+    body=PasswordChangeRequest,
+    response_model=MessageResponse,
+    summary="Change the caller's password; every login of the caller ends",
+    description=(
+        "Checks `current_password` (counted like a login attempt: 429 when over the login "
+        "limits), stores `new_password`, then revokes every token of the caller and closes "
+        'their WebSockets (1000 "Password changed") on every node: log in again.'
+    ),
+    tags=TAGS,
+    errors=(400, 401, 422, 429),
+)
+async def change_password(ctx: Context, svc: Services) -> dict[str, str]:
+    body: PasswordChangeRequest = ctx.body
+    address = client_ip(ctx, svc)
+    await svc.limits.login(ctx.claims.sub, address)
+    await svc.auth.change_password(ctx.claims, body.current_password, body.new_password)
+    await svc.limits.login_succeeded(ctx.claims.sub, address)
+    return {"message": "Password changed successfully"}
 
 
 @router.post(

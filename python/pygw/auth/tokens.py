@@ -1,8 +1,14 @@
 """JWT issue and verification.
 
 Verification runs in the native extension (``pygw._native.TokenCodec``) with a bounded cache of
-verified tokens; a cache hit still checks expiry and the revoked-jti set, which every node keeps
-in memory, loads from storage at start and updates from the control bus.
+verified tokens; a cache hit still checks expiry, the revoked-jti set and the per-user token
+generation floors, which every node keeps in memory, loads from storage at start (and after a
+broker resync) and updates from the control bus.
+
+Tokens carry, besides the contract's claims (SPEC §1), ``fam`` (refresh family), ``typ``
+(access/refresh) and ``gen``: the user's token generation read from storage when the token was
+issued (:meth:`pygw.store.base.Storage.token_generation`). Raising the user's floor above it
+revokes every access token issued before (logout, password change, deletion, role change).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class TokenService:
         session_id: str,
         family: str,
         typ: TokenType = "access",
+        gen: int = 0,
         now: int | None = None,
     ) -> IssuedToken:
         iat = int(time.time()) if now is None else now
@@ -84,6 +91,7 @@ class TokenService:
             "sid": session_id,
             "fam": family,
             "typ": typ,
+            "gen": gen,
         }
         return IssuedToken(self.codec.sign(orjson.dumps(payload)), jti, exp, iat)
 
@@ -93,3 +101,18 @@ class TokenService:
 
     def revoke_local(self, jti: str, exp: int) -> None:
         self.codec.revoke(jti, exp)
+
+    def revoke_user_local(self, user: str, gen: int, until: int) -> None:
+        self.codec.revoke_user(user, gen, until)
+
+    def still_valid(self, user: str, jti: str | None, gen: int, exp: int, now: int) -> str | None:
+        """Re-check what a connection remembers of its token: None if still valid, else why
+        not ("Token expired" / "Token revoked")."""
+        if exp <= now:
+            return "Token expired"
+        if jti is not None and self.codec.is_revoked(jti):
+            return "Token revoked"
+        floor = self.codec.user_floor(user)
+        if floor is not None and gen < floor:
+            return "Token revoked"
+        return None

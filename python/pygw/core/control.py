@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from pygw.core.codes import CLOSE_NORMAL
+from pygw.core.codes import CLOSE_NORMAL, CLOSE_POLICY
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,6 +25,21 @@ class Revoke:
     jti: str
     exp: int
     op: str = field(default="revoke", init=False)
+
+
+@dataclass(slots=True, frozen=True)
+class RevokeUser:
+    """Every access token of ``user`` issued before generation ``gen`` is revoked (until
+    ``until``, when they have all expired); the user's sockets opened with such a token close
+    with ``code`` and ``reason``. Sent on logout, password change, account deletion and role
+    changes."""
+
+    user: str
+    gen: int
+    until: int
+    code: int = CLOSE_POLICY
+    reason: str = "Token revoked"
+    op: str = field(default="revoke_user", init=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,7 +79,7 @@ class StatsWanted:
     op: str = field(default="stats", init=False)
 
 
-ControlMessage = Revoke | Disconnect | RoutesChanged | Query | StatsWanted
+ControlMessage = Revoke | RevokeUser | Disconnect | RoutesChanged | Query | StatsWanted
 
 
 def encode(message: ControlMessage, origin: str) -> bytes:
@@ -82,6 +97,14 @@ def decode(raw: bytes) -> ControlMessage | None:
         op = body.get("op")
         if op == "revoke":
             return Revoke(str(body["jti"]), int(body["exp"]))
+        if op == "revoke_user":
+            return RevokeUser(
+                str(body["user"]),
+                int(body["gen"]),
+                int(body["until"]),
+                int(body.get("code", CLOSE_POLICY)),
+                str(body.get("reason", "Token revoked")),
+            )
         if op == "disconnect":
             family = body.get("family")
             return Disconnect(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SHARED_CLASSES = ("login", "login_ip", "http", "ws_connect")
+SHARED_CLASSES = ("login", "login_ip", "login_user", "register", "http", "ws_connect")
 """Classes shared through Redis when it is configured."""
 RATE_CLASSES = (*SHARED_CLASSES, "ws_message")
 

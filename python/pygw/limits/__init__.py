@@ -1,8 +1,12 @@
 """Rate limits of one gateway, by class (settings ``PYGW_RATE_<CLASS>``, format
 ``count/seconds[:burst]``, see docs/RATE_LIMITS.md):
 
-- ``login``      login attempts per username (checked before the password hash is computed)
+- ``login``      login attempts per (username, client IP): the lockout-style limit, so an
+                 attacker elsewhere cannot lock a user out (checked before any password work)
 - ``login_ip``   login attempts per client IP
+- ``login_user`` login attempts per username from anywhere: over it attempts are *slowed down*
+                 (up to LOGIN_SLOWDOWN_MAX seconds each), never refused
+- ``register``   registrations per client IP
 - ``http``       HTTP requests per authenticated user, else per client IP (off by default; the
                  HTTP layer applies it, :mod:`pygw.http.ratelimit`)
 - ``ws_connect`` WebSocket upgrades per client IP
@@ -13,6 +17,7 @@ The buckets themselves (in-process or shared through Redis) are in :mod:`pygw.li
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from redis.asyncio import Redis
@@ -28,6 +33,15 @@ from pygw.metrics import Metrics
 __all__ = ["Bucket", "Limits", "MemoryBucket", "RedisBucket", "redis_client"]
 
 log = logging.getLogger("pygw.limits")
+
+LOGIN_SLOWDOWN_MAX = 2.0
+"""Longest delay the ``login_user`` class adds to one attempt (seconds)."""
+
+
+def login_key(username: str, client_ip: str) -> str:
+    """The ``login`` class's key: the address's rate-limit key first (it never contains
+    ``|``), so no (name, address) pair can collide with another."""
+    return f"{ip_key(client_ip)}|{username}"
 
 
 class Limits:
@@ -50,6 +64,8 @@ class Limits:
             self.buckets[cls] = (
                 RedisBucket(cls, rate, self.client, local) if self.client is not None else local
             )
+        self.sleep = asyncio.sleep
+        """How ``login_user`` slows an attempt down (replaceable in tests)."""
         ws_rate = self.rates["ws_message"]
         self.ws_messages: RateLimiter | None = (
             RateLimiter(ws_rate.per_second, ws_rate.burst, max_keys=1_000_000)
@@ -78,19 +94,31 @@ class Limits:
 
     async def login(self, username: str, client_ip: str) -> None:
         """Before any password work: per client IP first (a refused address consumes nothing
-        of the username's allowance), then per username. Every attempt counts until
-        :meth:`login_succeeded` clears the username's count."""
+        else), then per (username, address) — both refuse with 429 —, then per username from
+        anywhere, which only delays the attempt. Every attempt counts until
+        :meth:`login_succeeded` clears the user's counts."""
         if "login_ip" in self.buckets:
             await self.enforce("login_ip", ip_key(client_ip))
         if "login" in self.buckets:
-            await self.enforce("login", username)
+            await self.enforce("login", login_key(username, client_ip))
+        if "login_user" in self.buckets:
+            wait = await self.check("login_user", username)
+            if wait:
+                await self.sleep(min(wait, LOGIN_SLOWDOWN_MAX))
 
-    async def login_succeeded(self, username: str) -> None:
-        """A correct password clears the username's failed attempts (the per-IP count stays:
-        an attacker's own account must not reset the address's allowance)."""
-        bucket = self.buckets.get("login")
-        if bucket is not None:
-            await bucket.reset(username)
+    async def login_succeeded(self, username: str, client_ip: str) -> None:
+        """A correct password clears the (username, address) failures and slows the username
+        down no longer (the per-IP count stays: an attacker's own account must not reset the
+        address's allowance)."""
+        for cls, key in (("login", login_key(username, client_ip)), ("login_user", username)):
+            bucket = self.buckets.get(cls)
+            if bucket is not None:
+                await bucket.reset(key)
+
+    async def register(self, client_ip: str) -> None:
+        """Before the name is looked up or the password hashed: registrations per address."""
+        if "register" in self.buckets:
+            await self.enforce("register", ip_key(client_ip))
 
     async def ws_connect(self, client_ip: str) -> float:
         """0.0 if an upgrade from ``client_ip`` may proceed, else the seconds to wait."""

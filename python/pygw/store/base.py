@@ -87,6 +87,18 @@ class RotateOutcome:
     """The family as it was before this call (for ``reused`` callers revoke its access token)."""
 
 
+@dataclass(slots=True, frozen=True)
+class TokenFloor:
+    """A user's token generation floor: access tokens issued with a lower ``gen`` are revoked.
+
+    Raised by logout, password change, account deletion and role changes; dropped after
+    ``until`` (UNIX seconds), when every token it revokes has expired."""
+
+    user: str
+    gen: int
+    until: int
+
+
 @dataclass(slots=True)
 class RouteRecord:
     """A dynamic route (``POST /api/register``): requests to ``/api/proxy/<name>[/<rest>]`` go
@@ -276,6 +288,30 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def clear_current_family(self, username: str, family: str) -> None:
         """Forget the user's current login if it is still ``family``."""
+
+    @abc.abstractmethod
+    async def revoke_user_families(self, username: str) -> list[RefreshFamily]:
+        """Revoke every refresh family of the user; returns the live ones as they were (to
+        revoke their latest access tokens)."""
+
+    # -- per-user token generations (pygw addition) ----------------------------------------------
+    @abc.abstractmethod
+    async def token_generation(self, username: str, now: int) -> int:
+        """The generation new tokens of ``username`` carry: the user's floor while it lives
+        (``until >= now``), else 0. Read at every token issue, so a token is never issued
+        with a generation below a floor raised before the read."""
+
+    @abc.abstractmethod
+    async def raise_token_floor(self, username: str, now_us: int, until: int) -> int:
+        """Atomically raise the user's floor to ``max(current + 1, now_us)`` (a live current
+        one counts, an expired one is 0), keep it until at least ``until``; returns it.
+
+        Starting from the time in µs keeps floors rising even after an expired one was
+        dropped (a name re-registered an access-token lifetime later starts above it)."""
+
+    @abc.abstractmethod
+    async def token_floors(self, now: int) -> list[TokenFloor]:
+        """Every floor still live at ``now``; expired ones are pruned."""
 
     # -- dynamic routes -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -23,6 +23,7 @@ from pygw.store.base import (
     SessionRecord,
     Storage,
     StorageStats,
+    TokenFloor,
     UserRecord,
 )
 
@@ -66,6 +67,8 @@ class MemoryStorage(Storage):
         self._user_families: dict[str, set[str]] = {}
         self._current: dict[str, str] = {}
         self._routes: dict[str, RouteRecord] = {}
+        self._floors: dict[str, tuple[int, int]] = {}
+        """User -> (token generation floor, until)."""
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -287,6 +290,37 @@ class MemoryStorage(Storage):
     async def clear_current_family(self, username: str, family: str) -> None:
         if self._current.get(username) == family:
             del self._current[username]
+
+    async def revoke_user_families(self, username: str) -> list[RefreshFamily]:
+        now = self._clock()
+        revoked = []
+        for family in list(self._user_families.get(username, ())):
+            record = self._family(family, now)
+            if record is not None and not record.revoked:
+                revoked.append(dataclasses.replace(record))
+                record.revoked = True
+        return revoked
+
+    # -- per-user token generations -------------------------------------------------------------
+    def _floor(self, username: str, now: int) -> tuple[int, int]:
+        floor = self._floors.get(username)
+        if floor is None or floor[1] < now:
+            return 0, 0
+        return floor
+
+    async def token_generation(self, username: str, now: int) -> int:
+        return self._floor(username, now)[0]
+
+    async def raise_token_floor(self, username: str, now_us: int, until: int) -> int:
+        gen, old_until = self._floor(username, now_us // 1_000_000)
+        floor = (max(gen + 1, now_us), max(old_until, until))
+        self._floors[username] = floor
+        return floor[0]
+
+    async def token_floors(self, now: int) -> list[TokenFloor]:
+        for user in [u for u, (_, until) in self._floors.items() if until < now]:
+            del self._floors[user]
+        return [TokenFloor(u, gen, until) for u, (gen, until) in self._floors.items()]
 
     # -- dynamic routes -------------------------------------------------------------------------
     async def put_route(self, route: RouteRecord) -> None:

@@ -18,6 +18,8 @@ Key layout (``{x}`` is a value, not a hash tag):
 ``pygw:user_families:{username}``  set     the user's family ids (deleted with the user)
 ``pygw:current_family:{username}`` string  the family of the user's current login
 ``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
+``pygw:token_floors``              hash    username -> ``<gen>:<until>`` token generation
+                                           floors (see RedisStorage.raise_token_floor)
 =================================  ======  ==============================================
 
 Session updates are write-behind: see :meth:`RedisStorage.update_session`.
@@ -35,7 +37,7 @@ from redis.asyncio import Redis
 
 from pygw.core.errors import BackendUnavailable, NotOwner
 from pygw.core.timeutil import now_iso
-from pygw.redis_client import UNREACHABLE, connect, unavailable_on_error
+from pygw.redis_client import UNREACHABLE, LuaScript, connect, unavailable_on_error
 from pygw.store import _redis_scripts as lua
 from pygw.store._codec import (
     clone_json,
@@ -61,6 +63,7 @@ from pygw.store.base import (
     SessionRecord,
     Storage,
     StorageStats,
+    TokenFloor,
     UserRecord,
 )
 
@@ -647,3 +650,99 @@ class RedisStorage(Storage):
             stored: dict[str, str] = await self._redis.hgetall(ROUTES)  # type: ignore[assignment]
         routes = [route_from_json(name, raw) for name, raw in sorted(stored.items())]
         return [r for r in routes if r is not None]
+
+    # -- per-user token generations (self-contained: keys and scripts of their own) ------------
+    TOKEN_FLOORS = "pygw:token_floors"
+    """One hash, username -> ``"<gen>:<until>"`` (one key: fine on Redis Cluster)."""
+    RAISE_FLOOR = LuaScript(
+        "raise_token_floor",
+        r"""
+-- KEYS: floors hash;  ARGV: username, now (µs), now (s), until.  Returns the new floor (text).
+local gen, untl = 0, 0
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local sep = string.find(raw, ':', 1, true)
+  local g, u = tonumber(string.sub(raw, 1, sep - 1)), tonumber(string.sub(raw, sep + 1))
+  if g and u and u >= tonumber(ARGV[3]) then gen, untl = g, u end
+end
+local new = math.max(gen + 1, tonumber(ARGV[2]))
+untl = math.max(untl, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f:%.0f', new, untl))
+return string.format('%.0f', new)
+""",
+    )
+    LIVE_FLOORS = LuaScript(
+        "live_token_floors",
+        r"""
+-- KEYS: floors hash;  ARGV: now (s).  Drops expired floors, returns the live field list.
+local h = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #h, 2 do
+  local sep = string.find(h[i + 1], ':', 1, true)
+  local u = sep and tonumber(string.sub(h[i + 1], sep + 1))
+  if u and u >= tonumber(ARGV[1]) then
+    live[#live + 1] = h[i]
+    live[#live + 1] = h[i + 1]
+  else
+    redis.call('HDEL', KEYS[1], h[i])
+  end
+end
+return live
+""",
+    )
+
+    @staticmethod
+    def _parse_floor(raw: str | None, now: int) -> tuple[int, int] | None:
+        gen, _, until = (raw or "").partition(":")
+        try:
+            floor = int(gen), int(until)
+        except ValueError:
+            return None
+        return floor if floor[1] >= now else None
+
+    async def token_generation(self, username: str, now: int) -> int:
+        with unavailable_on_error("token_generation"):
+            raw: str | None = await self._redis.hget(self.TOKEN_FLOORS, username)  # type: ignore[assignment]
+        floor = self._parse_floor(raw, now)
+        return 0 if floor is None else floor[0]
+
+    async def raise_token_floor(self, username: str, now_us: int, until: int) -> int:
+        with unavailable_on_error("raise_token_floor"):
+            gen = await self.RAISE_FLOOR.run(
+                self._redis, [self.TOKEN_FLOORS], [username, now_us, now_us // 1_000_000, until]
+            )
+        return int(gen)
+
+    async def token_floors(self, now: int) -> list[TokenFloor]:
+        with unavailable_on_error("token_floors"):
+            flat = await self.LIVE_FLOORS.run(self._redis, [self.TOKEN_FLOORS], [now])
+        floors = []
+        for user, raw in pairs_to_dict(flat).items():
+            floor = self._parse_floor(raw, now)
+            if floor is not None:
+                floors.append(TokenFloor(user, *floor))
+        return floors
+
+    async def revoke_user_families(self, username: str) -> list[RefreshFamily]:
+        """Every family in ``pygw:user_families:{username}``, revoked with REVOKE_FAMILY in one
+        pipeline (uses the family keys above; no key of its own)."""
+        with unavailable_on_error("revoke_user_families"):
+            ids: set[str] = await self._redis.smembers(USER_FAMILIES + username)  # type: ignore[assignment]
+            if not ids:
+                return []
+            ordered = sorted(ids)
+            replies = await lua.REVOKE_FAMILY.run_many(
+                self._redis, [([FAMILY + family], []) for family in ordered]
+            )
+        revoked = []
+        now = time.time()
+        for family, reply in zip(ordered, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.warning("could not revoke refresh family %s: %s", family, reply)
+                continue
+            if not reply:
+                continue
+            before = family_from_hash(family, pairs_to_dict(reply))
+            if not before.revoked and before.expires_at > now:
+                revoked.append(before)
+        return revoked

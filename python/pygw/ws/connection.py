@@ -25,8 +25,11 @@ class Connection:
         "connected_at",
         "errors",
         "errors_since",
+        "exp",
         "family",
+        "gen",
         "id",
+        "jti",
         "last_seen",
         "refused",
         "remote",
@@ -45,6 +48,9 @@ class Connection:
         family: str | None = None,
         remote: str = "",
         refused: str | None = None,
+        exp: int = 0,
+        gen: int = 0,
+        jti: str | None = None,
     ) -> None:
         self.id = next(_ids)
         self.ws: Any = None
@@ -52,6 +58,11 @@ class Connection:
         self.role = role
         self.session_id = session_id
         self.family = family
+        self.exp = exp
+        """Expiry (UNIX seconds) of the access token the socket was opened or refreshed with."""
+        self.gen = gen
+        """That token's ``gen`` claim and ``jti``: a revocation of either closes the socket."""
+        self.jti = jti
         self.remote = remote
         self.refused = refused
         """Set when the upgrade is accepted only to close with 1008 and this reason."""

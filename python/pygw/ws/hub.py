@@ -7,10 +7,16 @@ opened connections, keeps their connection records, and composes the parts that 
 - :mod:`pygw.ws.messages`: client message dispatch, replies and error frames;
 - :mod:`pygw.ws.channels`: subscriptions, the channel messages, history recovery, presence;
 - :mod:`pygw.ws.delivery`: encoded-once delivery to uWS topics and the slow-reader cut-off;
-- :mod:`pygw.ws.keepalive`: server pings and the pong timeout.
+- :mod:`pygw.ws.keepalive`: server pings and the pong timeout;
+- :mod:`pygw.ws.expiry`: 1008 "Token expired" when the socket's access token expires.
 
-Built in here: the ``ping``, ``pong`` and ``update_api_key`` messages of the original gateway,
-and ``presence`` (who is in a channel the connection is subscribed to).
+Built in here: the ``ping``, ``pong`` and ``update_api_key`` messages of the original gateway;
+``presence`` (who is in a channel the connection is subscribed to); and ``refresh_token`` (a pygw
+addition): ``{"type":"refresh_token","token":<access token>}`` replaces the socket's token
+with a newer one of the same login (from ``POST /sessions/refresh``), answered
+``{"type":"token_refreshed","exp":<UNIX seconds>}``, so the socket outlives the token it was
+opened with. Revocations close sockets too: :meth:`Hub.revoke_user` (a user's token generation
+floor rose) and :meth:`Hub.recheck` (after a broker resync).
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from pygw._native import ClientFrame, TokenError
+from pygw._native import Claims, ClientFrame, ExpiredToken, RevokedToken, TokenError
 from pygw.auth.tokens import TokenService
 from pygw.broker.base import Broker
 from pygw.broker.publish import ChannelPublisher
 from pygw.config import Settings
 from pygw.core.channels import user_channel
 from pygw.core.codes import CLOSE_GOING_AWAY, CLOSE_POLICY
-from pygw.core.errors import BadRequest, Forbidden, TooManyRequests
+from pygw.core.errors import BadRequest, Forbidden, TooManyRequests, Unauthenticated
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
 from pygw.core.timeutil import json_seconds
@@ -43,6 +49,7 @@ from pygw.transport.types import Response, UpgradeRequest
 from pygw.ws.channels import ChannelRules, Subscriptions
 from pygw.ws.connection import Connection
 from pygw.ws.delivery import Delivery, TopicServer
+from pygw.ws.expiry import TokenExpiry
 from pygw.ws.keepalive import Keepalive, ping_topic
 from pygw.ws.messages import Handler, Messages, OriginalFrames
 from pygw.ws.registry import ConnectionRegistry
@@ -104,6 +111,7 @@ class Hub:
         self.keepalive = Keepalive(
             self.registry, settings.ping_interval, settings.inactivity_timeout
         )
+        self.expiry = TokenExpiry(self.registry)
         # The transport calls these directly (the message path is the hot one).
         self.on_message = self.messages.dispatch
         metrics.messages_in_by_type = self.messages.received_by_type
@@ -111,6 +119,7 @@ class Hub:
             ("ping", self._on_ping),
             ("pong", self._on_pong),
             ("update_api_key", self._on_update_api_key),
+            ("refresh_token", self._on_refresh_token),
             ("subscribe", self.subscriptions.on_subscribe),
             ("unsubscribe", self.subscriptions.on_unsubscribe),
             ("publish", self.subscriptions.on_publish),
@@ -126,8 +135,10 @@ class Hub:
     def start(self, server: TopicServer) -> None:
         self.delivery.start(server)
         self.keepalive.start(server.publish)
+        self.expiry.start()
 
     def stop(self) -> None:
+        self.expiry.stop()
         self.keepalive.stop()
         self.delivery.stop()
 
@@ -217,6 +228,9 @@ class Hub:
             session_id=session_id,
             family=claims.fam,
             remote=remote,
+            exp=claims.exp,
+            gen=claims.gen,
+            jti=claims.jti,
         )
         # Be reachable by pushes before the client learns it is connected.
         await self.subscriptions.acquire(user_channel(conn.user_id))
@@ -227,6 +241,12 @@ class Hub:
             conn.close(CLOSE_POLICY, conn.refused)
             return
         first = self.registry.add(conn)
+        self.expiry.track(conn)
+        # A revocation may have arrived while the upgrade awaited (before the registry knew
+        # this connection): check the token once more.
+        why = self.tokens.still_valid(conn.user_id, conn.jti, conn.gen, conn.exp, int(time.time()))
+        if why is not None:
+            conn.close(CLOSE_POLICY, why)
         ws = conn.ws
         uws.ws_subscribe(ws, ping_topic(conn.id))
         uws.ws_subscribe(ws, user_channel(conn.user_id).encode())
@@ -284,6 +304,28 @@ class Hub:
             ),
         )
 
+    # -- revocation ------------------------------------------------------------------------------
+    def revoke_user(self, user_id: str, gen: int, code: int, reason: str) -> int:
+        """Close ``user_id``'s sockets opened with a token of a generation below ``gen``."""
+        closed = 0
+        for conn in list(self.registry.user_connections(user_id)):
+            if conn.gen < gen:
+                conn.close(code, reason)
+                closed += 1
+        return closed
+
+    def recheck(self) -> int:
+        """Close every socket whose token is now expired or revoked (after the revocations were
+        reloaded from storage, e.g. when the broker reconnects after missing messages)."""
+        now = int(time.time())
+        closed = 0
+        for conn in list(self.registry.conns.values()):
+            why = self.tokens.still_valid(conn.user_id, conn.jti, conn.gen, conn.exp, now)
+            if why is not None:
+                conn.close(CLOSE_POLICY, why)
+                closed += 1
+        return closed
+
     def on_pong(self, conn: Connection) -> None:
         conn.last_seen = time.monotonic()
 
@@ -296,6 +338,28 @@ class Hub:
 
     def _on_pong(self, conn: Connection, frame: ClientFrame) -> None:
         return None
+
+    def _on_refresh_token(self, conn: Connection, frame: ClientFrame) -> dict[str, Any]:
+        body = frame.json()
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadRequest("Missing field: token")
+        claims = self._verify(token)
+        if claims.sub != conn.user_id or (conn.family is not None and claims.fam != conn.family):
+            raise Forbidden("Token of another login")
+        conn.exp, conn.gen, conn.jti, conn.role = claims.exp, claims.gen, claims.jti, claims.role
+        self.expiry.track(conn)
+        return {"type": "token_refreshed", "exp": claims.exp}
+
+    def _verify(self, token: str) -> Claims:
+        try:
+            return self.tokens.verify(token)
+        except ExpiredToken:
+            raise Unauthenticated("Token expired") from None
+        except RevokedToken:
+            raise Unauthenticated("Token revoked") from None
+        except TokenError:
+            raise Unauthenticated("Invalid token") from None
 
     def _on_update_api_key(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
         if frame.key is None:
