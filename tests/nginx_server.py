@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from redis_server import _die_with_parent
+from gateway_process import free_port
+from redis_server import _die_with_parent, terminate
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_CONF = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf"
@@ -74,12 +74,6 @@ def render_config(template: str, *, listen: str, servers: Sequence[str], temp_di
     text = _replace_once(LISTEN_LINE, text, f"listen {listen};", "'# pygw: listen' line")
     temps = "\n".join(f"    {name}_temp_path {temp_dir / name};" for name in TEMP_PATHS)
     return _replace_once(HTTP_BLOCK, text, f"http {{\n{temps}", "'http {' line")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NginxServer:
@@ -175,15 +169,8 @@ class NginxServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (nginx's fast shutdown: open connections are cut), SIGKILL if stuck."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
 
     def close(self) -> None:
         self.stop()

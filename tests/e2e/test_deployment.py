@@ -24,6 +24,7 @@ import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from test_cluster import no_more_messages
 from wsclient import WS
 
 from conftest import Account, new_account, unique
@@ -102,17 +103,6 @@ async def test_login_on_one_node_websockets_on_every_node(deployment: Deployment
     finally:
         for ws in sockets.values():
             await ws.close()
-
-
-async def no_more_messages(ws: WS, seconds: float = 0.3) -> list[dict]:
-    extra = []
-    try:
-        while True:
-            frame = await ws.recv(timeout=seconds)
-            if frame.get("type") == "message":
-                extra.append(frame)
-    except TimeoutError:
-        return extra
 
 
 async def test_publish_reaches_subscribers_on_every_node_exactly_once(
