@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js
+.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js lint-deps lint-deploy
 
 all: dev
 
@@ -21,9 +21,16 @@ all: dev
 system-deps:
 	@dpkg -s libuv1 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libuv1; }
 
-# Tests start their own redis-server on a free port; install it if absent.
+# Tests start their own redis-server on a free port, and Debian's nginx (as a plain process, with
+# docker/nginx.conf) in front of gateway nodes; install them if absent.
 test-deps: system-deps
 	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@test -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
+
+# Deployment files are checked by their own tools: promtool (Debian's prometheus package) for the
+# Prometheus config and alert rules; hadolint and kubernetes-validate come from the dev extras.
+lint-deps:
+	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 # Pages a person looks at are tested in a real browser: Debian's Chromium and its driver.
 browser-deps:
@@ -101,21 +108,33 @@ k6: $(VENV)/.created
 test-k6: k6
 	timeout 300 $(PY) -m benches k6_run --profile smoke --no-results
 
-lint:
-	$(VENV)/bin/ruff check python tests benches examples
-	$(VENV)/bin/ruff format --check python tests benches examples
+# Kubernetes version the manifests are validated against (strict: unknown fields are errors).
+K8S_VERSION ?= 1.33.0
+
+lint: lint-deps
+	$(VENV)/bin/ruff check python tests benches examples docker
+	$(VENV)/bin/ruff format --check python tests benches examples docker
 	$(VENV)/bin/mypy
 	cd python && ../$(VENV)/bin/lint-imports ../pyproject.toml --no-cache
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -q -- -D warnings
+	$(MAKE) --no-print-directory lint-deploy
+
+# docker/ and k8s/: the Dockerfile, the Prometheus config and alert rules (with their unit tests),
+# and every Kubernetes manifest against the schemas of K8S_VERSION.
+lint-deploy: lint-deps
+	$(VENV)/bin/hadolint docker/Dockerfile
+	promtool check config docker/prometheus/prometheus.yml
+	promtool test rules docker/prometheus/alerts.test.yml
+	find k8s -name '*.yaml' -print0 | sort -z | xargs -0 $(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION)
 
 # The JS client's hand-written types compile against a usage file; the code is prettier-formatted.
 lint-js: js-deps clients/js/node_modules/.installed
 	cd clients/js && npx --no-install tsc -p . && npx --no-install prettier --check --log-level=warn .
 
 fmt: clients/js/node_modules/.installed
-	$(VENV)/bin/ruff format python tests benches examples
-	$(VENV)/bin/ruff check --fix python tests benches examples
+	$(VENV)/bin/ruff format python tests benches examples docker
+	$(VENV)/bin/ruff check --fix python tests benches examples docker
 	$(CARGO) fmt --all
 	cd clients/js && npx --no-install prettier --write --log-level=warn .
 

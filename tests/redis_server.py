@@ -35,6 +35,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a process this test run started and wait for it to exit (SIGKILL if stuck)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RedisServer:
     """``RedisServer()`` starts at once; use as a context manager or call :meth:`close`."""
 
@@ -108,15 +119,8 @@ class RedisServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server this object started and wait for it to exit (SIGKILL if stuck)."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
 
     def restart(self) -> None:
         self.stop()
