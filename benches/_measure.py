@@ -129,9 +129,12 @@ def fanout(
     rate: float = 0.0,
     latency_sample: int = 1,
     protocol: str = "pygw",
+    connect_timeout: float | None = None,
 ) -> dict[str, float]:
     args = ["--url", sub_urls[0], "--subscribers", str(subscribers), "--messages", str(messages)]
     args += protocol_args(protocol)
+    if connect_timeout is not None:
+        args += ["--connect-timeout", str(connect_timeout)]
     args += ["--connect-concurrency", "1000", "--window", str(window), "--via", via]
     args += ["--timeout", "120", "--latency-sample", str(latency_sample)]
     if len(sub_urls) > 1:

@@ -893,6 +893,9 @@ async fn http_publisher(
     };
     shared.pub_ready.fetch_add(1, Relaxed);
     local.wait_phase(Phase::Run).await;
+    if conn.as_ref().is_some_and(HttpConn::peer_closed) {
+        conn = None; // closed while the subscribers were set up: dial again before publishing
+    }
     let pad = vec![b'x'; cfg.payload_bytes];
     let start_ns = shared.pub_start_ns.load(Relaxed);
     let mut body = Vec::with_capacity(cfg.payload_bytes + 128);
