@@ -87,9 +87,9 @@ fmt:
 loadgen:
 	$(CARGO) build --release -q -p pygw-loadgen
 
-# All benchmarks (~12 min on 2 cores): tables on stdout, JSON in benches/results/.
-# The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
-bench: dev k6 loadgen
+# All benchmarks (~25 min on 2 cores, the peers included): tables on stdout, JSON in
+# benches/results/. The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
+bench: dev k6 loadgen peers
 	$(PY) -m benches all
 
 # --- peer servers (benches/peers/, `python -m benches peers`) -------------------

@@ -536,6 +536,23 @@ pub struct PingCounts {
     pub proto: u64,
 }
 
+/// `proto.classify(msg, reply_type)`, answering a [`Msg::Ping`] on `wr` (counted) first.
+#[inline]
+pub fn classify_answering<'a>(
+    proto: Proto,
+    msg: &'a [u8],
+    reply_type: &[u8],
+    wr: &mut FrameWriter,
+    pings: &mut PingCounts,
+) -> Msg<'a> {
+    let m = proto.classify(msg, reply_type);
+    if m == Msg::Ping {
+        wr.text(proto.pong());
+        pings.text += 1;
+    }
+    m
+}
+
 /// A pygw reply type no frame has (for contexts that expect no reply).
 pub const NO_REPLY: &[u8] = b"\0";
 
@@ -568,17 +585,13 @@ pub async fn wait_for(
             match ev {
                 Event::Text(p) => {
                     for m in proto.messages(p) {
-                        match proto.classify(m, reply_type) {
+                        match classify_answering(proto, m, reply_type, &mut conn.wr, pings) {
                             Msg::Open if want == Want::Open => found = true,
                             Msg::Connected if want == Want::Connected => found = true,
                             Msg::Reply(id) => {
                                 if let Want::Reply(_, w) = want {
                                     found |= proto == Proto::Pygw || id == Some(w);
                                 }
-                            }
-                            Msg::Ping => {
-                                conn.wr.text(proto.pong());
-                                pings.text += 1;
                             }
                             Msg::Error(_, e) => {
                                 return Err(ConnError::ServerError(

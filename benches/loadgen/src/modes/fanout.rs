@@ -25,7 +25,7 @@ use crate::scan;
 use crate::sys;
 use crate::template::{Ctx, Template};
 use crate::util::{digits, json_escape, push_u64, Rng};
-use crate::ws::{ConnError, Event, PingCounts, Want, WsConn, NO_REPLY};
+use crate::ws::{classify_answering, ConnError, Event, PingCounts, Want, WsConn, NO_REPLY};
 
 struct HttpPub {
     addr: SocketAddr,
@@ -61,6 +61,8 @@ struct Shared {
     delivered: AtomicU64,
     pub_ready: AtomicU64,
     pub_failed: AtomicU64,
+    /// The WebSocket publisher's connection failed after it was ready.
+    pub_lost: AtomicU64,
     next_seq: AtomicU64,
     acked: AtomicU64,
     pub_errors: AtomicU64,
@@ -117,6 +119,9 @@ impl Stats {
         self.samples.merge(&o.samples);
     }
 }
+
+/// With the publisher or a subscriber gone, the run ends after this long without a delivery.
+const STALL: Duration = Duration::from_secs(2);
 
 const DATA_OVERHEAD: usize = r#"{"t":,"s":,"p":""}"#.len();
 
@@ -335,11 +340,21 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         shared.pub_start_ns.store(clock::now_ns(), Relaxed);
         phases.set(Phase::Run);
         let deadline = Instant::now() + Duration::from_secs_f64(o.timeout);
+        let (mut last_d, mut last_change) = (0u64, Instant::now());
         let done = wait_until(
             Some(deadline),
             || {
                 let d = shared.delivered.load(Relaxed);
                 if d >= expected {
+                    return true;
+                }
+                if d != last_d {
+                    (last_d, last_change) = (d, Instant::now());
+                }
+                // Nothing more can arrive: the publisher or some subscribers are gone and
+                // deliveries stopped. The losses are reported, not waited for.
+                let gone = shared.pub_lost.load(Relaxed) + shared.closed.load(Relaxed) > 0;
+                if gone && last_change.elapsed() >= STALL {
                     return true;
                 }
                 let acked = shared.acked.load(Relaxed);
@@ -394,6 +409,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         + st.server_errors
         + pub_errors
         + shared.pub_failed.load(Relaxed)
+        + shared.pub_lost.load(Relaxed)
         + st.unparsable;
     let result = json!({
         "mode": "fanout",
@@ -401,6 +417,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
                         "setup_wall_s": report::round3(setup_wall.as_secs_f64()),
                         "connect_latency": lat_json(&st.connect_lat)},
         "publisher": {"via": match o.via { Via::Ws => "ws", Via::Http => "http" }, "ready": pub_ok,
+                      "connection_lost": shared.pub_lost.load(Relaxed) > 0,
                       "published_ok": acked, "publish_errors": pub_errors,
                       "publishes_per_s": per_s(acked, pub_span), "publish_span_s": report::round3(pub_span),
                       "ack_latency": lat_json(&st.ack_lat),
@@ -616,7 +633,7 @@ async fn receive_loop(
                 match ev {
                     Event::Text(p) => {
                         for m in proto.messages(p) {
-                            match proto.classify(m, NO_REPLY) {
+                            match classify_answering(proto, m, NO_REPLY, &mut conn.wr, pings) {
                                 Msg::Delivery => {
                                     let (new, ts) = track.observe(m);
                                     if new {
@@ -625,10 +642,6 @@ async fn receive_loop(
                                     if let Some(ts) = ts {
                                         st.lat.record(now_ns.saturating_sub(ts));
                                     }
-                                }
-                                Msg::Ping => {
-                                    conn.wr.text(proto.pong());
-                                    pings.text += 1;
                                 }
                                 Msg::Error(..) => st.server_errors += 1,
                                 _ => {}
@@ -713,6 +726,7 @@ async fn ws_publisher(
     match r {
         Ok(()) => conn.close_now(1000),
         Err(e) => {
+            shared.pub_lost.fetch_add(1, Relaxed);
             st.pub_fail.add(e.kind());
             st.samples.add(|| format!("publisher: {}", e.message()));
         }
@@ -802,14 +816,16 @@ async fn publish_loop(
                 match ev {
                     Event::Text(p) => {
                         for m in cfg.proto.messages(p) {
-                            let (id, ok) = match cfg.proto.classify(m, Proto::PUBLISHED) {
+                            let answer = classify_answering(
+                                cfg.proto,
+                                m,
+                                Proto::PUBLISHED,
+                                &mut conn.wr,
+                                pings,
+                            );
+                            let (id, ok) = match answer {
                                 Msg::Reply(id) => (id, true),
                                 Msg::Error(id, _) => (id, false),
-                                Msg::Ping => {
-                                    conn.wr.text(cfg.proto.pong());
-                                    pings.text += 1;
-                                    continue;
-                                }
                                 _ => continue,
                             };
                             inflight = inflight.saturating_sub(1);

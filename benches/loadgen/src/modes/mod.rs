@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Opts;
 use crate::creds::Creds;
-use crate::proto::{Msg, Proto};
+use crate::proto::Proto;
 use crate::runner::{Local, Phase};
 use crate::template::{Ctx, Template};
 use crate::url::{self, Url};
@@ -231,10 +231,7 @@ pub fn drain_idle(
         match ev {
             Event::Text(p) => {
                 for m in proto.messages(p) {
-                    if proto.classify(m, NO_REPLY) == Msg::Ping {
-                        conn.wr.text(proto.pong());
-                        pings.text += 1;
-                    }
+                    ws::classify_answering(proto, m, NO_REPLY, &mut conn.wr, pings);
                 }
             }
             Event::Ping(p) => {

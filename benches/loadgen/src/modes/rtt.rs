@@ -21,7 +21,7 @@ use crate::runner::{
 use crate::sys;
 use crate::template::Template;
 use crate::util::Rng;
-use crate::ws::{ConnError, Event, PingCounts, WsConn};
+use crate::ws::{classify_answering, ConnError, Event, PingCounts, WsConn};
 
 struct Cfg {
     setup: WsSetup,
@@ -387,14 +387,12 @@ async fn run_loop(
                 match ev {
                     Event::Text(p) => {
                         for m in cfg.proto.messages(p) {
-                            let (id, is_expect) = match cfg.proto.classify(m, &cfg.expect) {
+                            let answer =
+                                classify_answering(cfg.proto, m, &cfg.expect, &mut conn.wr, pings);
+                            let (id, is_expect) = match answer {
                                 Msg::Reply(id) => (id, true),
                                 Msg::Error(id, _) => (id, false),
-                                Msg::Ping => {
-                                    conn.wr.text(cfg.proto.pong());
-                                    pings.text += 1;
-                                    continue;
-                                }
+                                Msg::Ping => continue,
                                 _ => {
                                     st.other_frames += 1;
                                     continue;
