@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js lint-deps lint-deploy
+.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js lint-deps lint-deploy peers-deps peers bench-peers
 
 all: dev
 
@@ -159,10 +159,40 @@ swagger-ui:
 loadgen:
 	$(CARGO) build --release -q -p pygw-loadgen
 
-# All benchmarks (~12 min on 2 cores): tables on stdout, JSON in benches/results/.
-# The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
-bench: dev k6 loadgen
+# All benchmarks (~25 min on 2 cores, the peers included): tables on stdout, JSON in
+# benches/results/. The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
+bench: dev k6 loadgen peers
 	$(PY) -m benches all
 
+# --- peer servers (benches/peers/, `python -m benches peers`) -------------------
+# Socket.IO 4.8 from npm; a Go server on Debian's Centrifuge package, built offline in GOPATH
+# mode (Debian's Go packages install their sources under /usr/share/gocode; the centrifuge
+# package does not declare all of its dependencies, so they are listed here).
+PEERS_GO_DEBS := golang-go golang-github-centrifugal-centrifuge-dev \
+	golang-github-centrifugal-protocol-dev golang-github-fzambia-eagle-dev \
+	golang-github-igm-sockjs-go-dev golang-github-mna-redisc-dev golang-github-golang-jwt-jwt-dev
+PEERS_SIO := benches/peers/socketio
+PEERS_BIN := target/peers/centrifuge-peer
+
+peers-deps: test-deps
+	@dpkg -s $(PEERS_GO_DEBS) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(PEERS_GO_DEBS); }
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+
+$(PEERS_BIN): benches/peers/centrifuge/main.go
+	@mkdir -p target/peers/gopath
+	cd benches/peers/centrifuge && GO111MODULE=off GOPROXY=off GOFLAGS= \
+		GOPATH=$(CURDIR)/target/peers/gopath:/usr/share/gocode GOCACHE=$(CURDIR)/target/peers/go-cache \
+		go build -o $(CURDIR)/$(PEERS_BIN) .
+
+$(PEERS_SIO)/node_modules/.installed: $(PEERS_SIO)/package.json $(PEERS_SIO)/package-lock.json
+	cd $(PEERS_SIO) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+peers: peers-deps $(PEERS_BIN) $(PEERS_SIO)/node_modules/.installed
+
+# pygw, the raw ceiling, Socket.IO and Centrifuge in one run (~13 min): benches/results/peers.json
+bench-peers: dev loadgen peers
+	$(PY) -m benches peers
+
 clean:
-	rm -rf $(VENV) target python/pygw/_native*.so clients/js/node_modules
+	rm -rf $(VENV) target python/pygw/_native*.so clients/js/node_modules $(PEERS_SIO)/node_modules

@@ -260,10 +260,15 @@ def core_busy_seconds() -> list[float]:
     return out
 
 
-def wait_quiet(threshold_pct: float = 15.0, max_wait: float = 30.0) -> float:
+QUIET_MAX_WAIT = 30.0
+"""How long :func:`wait_quiet` waits by default (a benchmark with many short runs lowers it)."""
+
+
+def wait_quiet(threshold_pct: float = 15.0, max_wait: float | None = None) -> float:
     """Wait until the machine is quiet (other sessions share it): both cores' busy % over a 0.5 s
-    window below ``threshold_pct``, for at most ``max_wait`` s. Returns the last busy % seen."""
-    deadline = time.monotonic() + max_wait
+    window below ``threshold_pct``, for at most ``max_wait`` s (default :data:`QUIET_MAX_WAIT`).
+    Returns the last busy % seen."""
+    deadline = time.monotonic() + (QUIET_MAX_WAIT if max_wait is None else max_wait)
     busy = 100.0
     while True:
         a = core_busy_seconds()
@@ -473,13 +478,25 @@ def gateway_pid(gw: GatewayProcess) -> int:
     return gw.proc.pid
 
 
-class RawServer:
-    """The raw server (no gateway logic), pinned like a gateway; stopped by PID."""
+class PinnedServer:
+    """A server command started pinned like a gateway (core 0), ready once its port accepts
+    connections, stopped by PID (SIGTERM, then SIGKILL). stdout/stderr go to ``log_path``
+    (default: discarded)."""
 
-    def __init__(self, cpus: set[int] | None = None, port: int | None = None) -> None:
-        """``port``: share a port already used by other raw servers (SO_REUSEPORT)."""
-        self.port = port or free_port()
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        port: int,
+        *,
+        cpus: set[int] | None = None,
+        name: str = "server",
+        log_path: Path | None = None,
+    ) -> None:
+        self.cmd = list(cmd)
+        self.port = port
         self.cpus = cpus or GATEWAY_CPUS
+        self.name = name
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -487,17 +504,19 @@ class RawServer:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> RawServer:
-        cmd = [sys.executable, "-m", "benches", "raw_server", "--port", str(self.port)]
-        cmd += ["--max-seconds", "1800"]
+    def start(self, timeout: float = 30.0) -> PinnedServer:
+        out: Any = subprocess.DEVNULL
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_path.open("ab")
         with pinned(self.cpus):
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + 30
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=out, stderr=out)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"raw server exited with {self.proc.returncode}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self._tail()}")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
@@ -505,7 +524,12 @@ class RawServer:
                 return self
             time.sleep(0.05)
         self.stop()
-        raise TimeoutError("raw server did not start")
+        raise TimeoutError(f"{self.name} did not start{self._tail()}")
+
+    def _tail(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return ":\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -518,11 +542,25 @@ class RawServer:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
-    def __enter__(self) -> RawServer:
+    def __enter__(self) -> PinnedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RawServer(PinnedServer):
+    """The raw server (no gateway logic), pinned like a gateway; stopped by PID."""
+
+    def __init__(self, cpus: set[int] | None = None, port: int | None = None) -> None:
+        """``port``: share a port already used by other raw servers (SO_REUSEPORT)."""
+        port = port or free_port()
+        cmd = [sys.executable, "-m", "benches", "raw_server", "--port", str(port)]
+        super().__init__([*cmd, "--max-seconds", "1800"], port, cpus=cpus, name="raw server")
+
+    def __enter__(self) -> RawServer:
+        self.start()
+        return self
 
 
 @contextlib.contextmanager

@@ -17,6 +17,11 @@ def ws_url(port: int, creds: bool = True) -> str:
     return base + "?session_id={sid}&token={token}" if creds else base
 
 
+def protocol_args(protocol: str) -> list[str]:
+    """The load generator's ``--protocol`` option (nothing for pygw's own, the default)."""
+    return [] if protocol == "pygw" else ["--protocol", protocol]
+
+
 def common(r: dict[str, Any]) -> dict[str, float]:
     return {
         "server_cpu_pct": r.get("server_cpu_pct", 0.0),
@@ -37,8 +42,14 @@ def ws_rtt(
     duration: float = 4.0,
     warmup: float = 1.0,
     extra: list[str] | None = None,
+    url: str | None = None,
+    protocol: str = "pygw",
 ) -> dict[str, float]:
-    args = ["--url", ws_url(port, creds is not None), "--conns", str(conns), "--depth", str(depth)]
+    """``ws-rtt`` against ``url`` (default: pygw's ``/ws/connect`` on ``port``), speaking
+    ``protocol`` (``pygw``, ``socketio``, ``centrifuge``: see ``pygw-loadgen --help``)."""
+    url = url or ws_url(port, creds is not None)
+    args = ["--url", url, "--conns", str(conns), "--depth", str(depth)]
+    args += protocol_args(protocol)
     args += ["--duration", str(duration), "--warmup", str(warmup), "--frame", frame]
     args += ["--expect", expect, "--connect-concurrency", "500", *(extra or [])]
     if creds is not None:
@@ -117,8 +128,13 @@ def fanout(
     window: int = 64,
     rate: float = 0.0,
     latency_sample: int = 1,
+    protocol: str = "pygw",
+    connect_timeout: float | None = None,
 ) -> dict[str, float]:
     args = ["--url", sub_urls[0], "--subscribers", str(subscribers), "--messages", str(messages)]
+    args += protocol_args(protocol)
+    if connect_timeout is not None:
+        args += ["--connect-timeout", str(connect_timeout)]
     args += ["--connect-concurrency", "1000", "--window", str(window), "--via", via]
     args += ["--timeout", "120", "--latency-sample", str(latency_sample)]
     if len(sub_urls) > 1:
@@ -162,8 +178,10 @@ def hold(
     duration: float,
     creds: Path | None,
     concurrency: int = 1000,
+    protocol: str = "pygw",
 ) -> dict[str, float]:
     args = ["--url", url, "--conns", str(conns), "--duration", str(duration), "--pid", str(pid)]
+    args += protocol_args(protocol)
     args += ["--connect-concurrency", str(concurrency), "--connect-timeout", "30"]
     args += ["--source-ips", h.SOURCE_IPS]
     if creds is not None:

@@ -414,6 +414,141 @@ def pct(d: dict[str, Any], key: str) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+PEER_MEASURES = {
+    # kind: (label, metric, higher is better); {n}: the subscriber or connection count
+    "fanout": ("fan-out {n} subs, WS publish, burst (deliveries/s)", "deliveries_per_s", True),
+    "http": ("fan-out {n} subs, HTTP publish, burst (deliveries/s)", "deliveries_per_s", True),
+    "paced": ("{n} subs, 5 msgs/s paced (server CPU %)", "server_cpu_pct", False),
+    "rtt": ("request/reply, {n} conns x 2 in flight (round trips/s)", "round_trips_per_s", True),
+    "redis": ("2 nodes + Redis, {n} subs, burst (deliveries/s)", "deliveries_per_s", True),
+}
+
+
+def _advantage(pygw: float | None, other: float | None, higher: bool) -> str:
+    """How many times better pygw's median is than ``other``'s."""
+    if not pygw or not other:
+        return "-"
+    x = pygw / other if higher else other / pygw
+    return f"**{x:.1f}x**" if x >= 1 else f"**{x:.2f}x (behind)**"
+
+
+def peers(d: dict[str, Any]) -> str:
+    """The peer comparison: throughput/latency rows, then the idle/connect-storm rows."""
+    r = d["results"]
+    servers = d["config"]["servers"]
+    rows = []
+    prefixes = dict.fromkeys(k.rsplit("/", 1)[0] for k in r if not k.startswith("idle/"))
+    for prefix in prefixes:
+        kind, n = prefix.split("/")
+        label, metric, higher = PEER_MEASURES[kind]
+        label = label.format(n=f"{int(n):,}")
+        base = r.get(f"{prefix}/pygw", {}).get(metric, {}).get("median")
+        for name in servers:
+            v = r.get(f"{prefix}/{name}")
+            if not v:
+                continue
+            value = v[metric] if metric != "server_cpu_pct" else v["deliveries_per_s"]
+            if name == "pygw":
+                adv = "-"
+            elif name == "raw":
+                raw = v[metric]["median"]
+                adv = f"pygw at {h.pct_str(h.ratio(base, raw))} of raw" if higher else "-"
+            else:
+                adv = _advantage(base, v[metric]["median"], higher)
+            lat = ("p50_ms", "p99_ms")
+            lost = (
+                f"{v['lost']['max']:.0f}/{v['duplicates']['max']:.0f}"
+                if "lost" in v
+                else f"{v['errors']['max']:.0f} errors"
+            )
+            rows.append(
+                [
+                    label,
+                    name,
+                    rng(value),
+                    adv,
+                    rng(v[lat[0]], 1),
+                    rng(v[lat[1]], 1),
+                    lost,
+                    rng(v["server_cpu_pct"]),
+                    rng(v["client_cpu_pct"]),
+                ]
+            )
+    t1 = md(
+        [
+            "measure",
+            "server",
+            "result (deliveries/s or round trips/s)",
+            "pygw vs this",
+            "p50 ms",
+            "p99 ms",
+            "lost/dup (max)",
+            "server CPU %",
+            "client CPU %",
+        ],
+        rows,
+    )
+    conns = d["config"]["idle"]["conns"]
+    base = r.get(f"idle/{conns}/pygw", {})
+
+    def med(v: dict[str, Any], k: str) -> float | None:
+        return v.get(k, {}).get("median")
+
+    irows = []
+    for name in servers:
+        v = r.get(f"idle/{conns}/{name}")
+        if not v:
+            continue
+        other = name not in ("pygw", "raw")
+        irows.append(
+            [
+                name,
+                f"{med(v, 'connected'):,.0f} / {med(v, 'still_open'):,.0f}",
+                rng(v["rss_per_conn_bytes"]),
+                rng(v["rss_end_per_conn_bytes"]),
+                _advantage(
+                    med(base, "rss_end_per_conn_bytes"), med(v, "rss_end_per_conn_bytes"), False
+                )
+                if other
+                else "-",
+                rng(v["idle_cpu_pct"], 2),
+                _advantage(med(base, "idle_cpu_pct"), med(v, "idle_cpu_pct"), False)
+                if other
+                else "-",
+                rng(v["storm_s"], 2),
+                rng(v["connects_per_s"]),
+                _advantage(med(base, "connects_per_s"), med(v, "connects_per_s"), True)
+                if other
+                else "-",
+                f"{rng(v['connect_p50_ms'], 1)} / {rng(v['connect_p99_ms'], 1)}",
+                rng(v["storm_cpu_s"], 2),
+                rng(v["client_cpu_pct_storm"]),
+            ]
+        )
+    t2 = md(
+        [
+            "server",
+            "connected / open at end",
+            "RSS B/conn after storm",
+            "RSS B/conn after hold",
+            "memory: pygw vs this",
+            "idle CPU %",
+            "idle CPU: pygw vs this",
+            "storm s",
+            "connects/s",
+            "connects/s: pygw vs this",
+            "connect p50 / p99 ms",
+            "server CPU s (storm)",
+            "client CPU % (storm)",
+        ],
+        irows,
+    )
+    cfg = d["config"]["idle"]
+    hold = f"{cfg['hold_s']:.0f} s (raw {cfg['raw_hold_s']:.0f} s)"
+    title = f"Idle connections and the connect storm, {conns:,} JWT WebSockets held {hold}:"
+    return f"{t1}\n\n{title}\n\n{t2}"
+
+
 def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """One row per k6 result file, plus seed 002's published figures."""
     rows = []
@@ -543,6 +678,8 @@ def section(name: str) -> str | None:
         body = fanout(d)
     elif name == "jwt_verify":
         body = jwt(d)
+    elif name == "peers":
+        body = peers(d)
     elif name == "connections":
         holds, storms = connections(d)
         cfg = d["config"]
@@ -576,7 +713,16 @@ def write_doc(path: Path) -> list[str]:
     return done
 
 
-NAMES = ["limits", "lifecycle", "lifecycle_10000", "fanout", "connections", "jwt_verify", "k6_ramp"]
+NAMES = [
+    "limits",
+    "lifecycle",
+    "lifecycle_10000",
+    "fanout",
+    "connections",
+    "peers",
+    "jwt_verify",
+    "k6_ramp",
+]
 
 
 def main(argv: list[str]) -> int:

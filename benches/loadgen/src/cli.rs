@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
+use crate::proto::Proto;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     WsRtt,
@@ -87,6 +89,8 @@ pub struct Opts {
     pub json: Option<PathBuf>,
     pub quiet: bool,
     pub headers: Vec<String>,
+    /// Wire protocol of the WebSocket modes.
+    pub protocol: Proto,
     // ws-rtt / hold / http
     pub conns: usize,
     pub depth: usize,
@@ -145,6 +149,7 @@ impl Opts {
             json: None,
             quiet: false,
             headers: Vec::new(),
+            protocol: Proto::Pygw,
             conns: match mode {
                 Mode::Hold => 1000,
                 _ => 10,
@@ -207,6 +212,7 @@ const SPECS: &[(&str, bool, u8)] = &[
     ("json", true, ALL),
     ("quiet", false, ALL),
     ("header", true, NET),
+    ("protocol", true, RTT | FAN | HOLD),
     ("conns", true, RTT | HOLD | HTTP),
     ("depth", true, RTT),
     ("frame", true, RTT),
@@ -258,10 +264,14 @@ common options (network modes):
   --connect-timeout SECS  per connection: TCP connect to welcome frame (default 10)
   --header 'Name: value'  extra request header, repeatable (templated; also sent on WS upgrades)
   --json PATH             also write the result JSON there
+  --protocol P            ws-rtt/fanout/hold: pygw (default), socketio (Socket.IO 4 over
+                          Engine.IO v4 WebSocket; token in the CONNECT auth) or centrifuge
+                          (Centrifuge JSON protocol; token in the connect command)
   --quiet                 no progress and no table on stderr
 
 ws-rtt:  --conns N (10) --depth N (1) --duration S (10) --warmup S (0)
-         --frame TEMPLATE ('{\"type\":\"ping\",\"id\":{id}}') --expect TYPE (pong)
+         --frame TEMPLATE ('{\"type\":\"ping\",\"id\":{id}}'; socketio '42{id}[\"ping\"]';
+         centrifuge '{\"id\":{id},\"method\":7}') --expect TYPE (pong; pygw only)
 fanout:  --subscribers N (100) --sub-urls U1,U2 --channel C (loadgen) --messages N (1000)
          --via ws|http (ws) --pub-url URL --api-key K --pub-token T --pub-sid S
          --window N (64) --rate MSGS_PER_S (0 = window-bound) --payload-bytes N (100)
@@ -377,6 +387,13 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Opts, CliError> {
             "conns" => o.conns = pos(name, v)?,
             "depth" => o.depth = pos(name, v)?,
             "frame" => o.frame = v.into(),
+            "protocol" => {
+                o.protocol = Proto::from_name(v).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--protocol {v:?}: expected pygw, socketio or centrifuge"
+                    ))
+                })?
+            }
             "expect" => o.expect = v.into(),
             "subscribers" => o.subscribers = pos(name, v)?,
             "sub-urls" => {
@@ -422,6 +439,9 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Opts, CliError> {
 
 fn finish(mut o: Opts) -> Result<Opts, CliError> {
     let usage = |m: String| Err(CliError::Usage(m));
+    if !o.was_given("frame") {
+        o.frame = o.protocol.default_rtt_frame().into();
+    }
     if o.creds.is_some() && (o.token.is_some() || o.sid.is_some()) {
         return usage("--creds and --token/--sid are mutually exclusive".into());
     }
@@ -519,6 +539,7 @@ impl Opts {
         put("connect_timeout", json!(self.connect_timeout), NET);
         put("duration", json!(self.duration), RTT | HOLD | HTTP | MOCK);
         put("warmup", json!(self.warmup), RTT | HTTP);
+        put("protocol", json!(self.protocol.name()), RTT | FAN | HOLD);
         put(
             "headers",
             json!(self
@@ -653,6 +674,24 @@ mod tests {
         assert_eq!(o.sub_urls.len(), 2);
         assert_eq!(o.rate, 500.0);
         assert_eq!(o.payload_bytes, 0);
+    }
+
+    #[test]
+    fn protocol_option() {
+        let o = p("ws-rtt --protocol socketio").unwrap();
+        assert_eq!(o.protocol, Proto::SocketIo);
+        assert_eq!(o.frame, r#"42{id}["ping"]"#);
+        assert_eq!(o.to_json()["protocol"], "socketio");
+        let o = p("fanout --protocol centrifuge").unwrap();
+        assert_eq!(o.protocol, Proto::Centrifuge);
+        let o = parse(&["ws-rtt", "--protocol", "centrifuge", "--frame", "x{id}"]).unwrap();
+        assert_eq!(o.frame, "x{id}");
+        assert_eq!(p("hold").unwrap().protocol, Proto::Pygw);
+        assert!(matches!(p("hold --protocol mqtt"), Err(CliError::Usage(_))));
+        assert!(matches!(
+            p("http --url http://x/ --protocol socketio"),
+            Err(CliError::Usage(_))
+        ));
     }
 
     #[test]

@@ -260,6 +260,16 @@ impl HttpConn {
         Ok(n)
     }
 
+    /// Whether the server closed this idle connection (EOF, an error, or unexpected bytes are
+    /// pending). Servers close keep-alive connections idle past their timeout (Node: 5 s).
+    pub fn peer_closed(&self) -> bool {
+        let mut b = [0u8; 1];
+        match self.stream.try_read(&mut b) {
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            Ok(_) => true,
+        }
+    }
+
     /// Send `req` (a complete request) and read the response.
     pub async fn request(&mut self, req: &[u8], head_request: bool) -> Result<Response, ReqError> {
         self.stream.write_all(req).await.map_err(ReqError::Io)?;

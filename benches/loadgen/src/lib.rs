@@ -5,6 +5,7 @@
 //! - [`ws`]: hand-rolled WebSocket client framing (parser, encoder, handshake)
 //! - [`http`]: minimal keep-alive HTTP/1.1 client (request writer, response parser)
 //! - [`histogram`]: log-linear latency histogram with percentiles
+//! - [`proto`]: the wire protocols spoken (pygw, Socket.IO, Centrifuge)
 //! - [`scan`]: cheap byte scans of JSON frames (type, numeric fields) without parsing
 //! - [`runner`]: worker threads (one current-thread tokio runtime each) and phases
 //! - [`modes`]: `ws-rtt`, `fanout`, `hold`, `http`, `bench-parse`, `mock-server`
@@ -18,6 +19,7 @@ pub mod http;
 pub mod mock;
 pub mod modes;
 pub mod net;
+pub mod proto;
 pub mod report;
 pub mod runner;
 pub mod scan;

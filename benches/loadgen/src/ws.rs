@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http::{header_lines, parse_status_line};
+use crate::proto::{Msg, Proto};
 use crate::scan;
 use crate::util::{base64, Rng};
 
@@ -535,31 +536,73 @@ pub struct PingCounts {
     pub proto: u64,
 }
 
-pub const TEXT_PONG: &[u8] = br#"{"type":"pong"}"#;
+/// `proto.classify(msg, reply_type)`, answering a [`Msg::Ping`] on `wr` (counted) first.
+#[inline]
+pub fn classify_answering<'a>(
+    proto: Proto,
+    msg: &'a [u8],
+    reply_type: &[u8],
+    wr: &mut FrameWriter,
+    pings: &mut PingCounts,
+) -> Msg<'a> {
+    let m = proto.classify(msg, reply_type);
+    if m == Msg::Ping {
+        wr.text(proto.pong());
+        pings.text += 1;
+    }
+    m
+}
 
-/// Read until a TEXT frame whose `"type"` is `want` arrives, answering pings.
-/// A `"type":"error"` frame, a close or EOF ends the wait with an error.
+/// A pygw reply type no frame has (for contexts that expect no reply).
+pub const NO_REPLY: &[u8] = b"\0";
+
+/// What [`wait_for`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want<'a> {
+    /// Engine.IO's OPEN packet.
+    Open,
+    /// The authenticated welcome (pygw `connected`, Socket.IO `40`).
+    Connected,
+    /// The reply with this id (pygw: the frame of this `"type"`, whatever its id).
+    Reply(&'a [u8], u64),
+}
+
+/// Read until the message `want` arrives, answering the protocol's pings. An error message,
+/// a close or EOF ends the wait with an error.
 pub async fn wait_for(
     conn: &mut WsConn,
-    want: &[u8],
+    proto: Proto,
+    want: Want<'_>,
     pings: &mut PingCounts,
 ) -> Result<(), ConnError> {
+    let reply_type = match want {
+        Want::Reply(t, _) => t,
+        _ => NO_REPLY,
+    };
     loop {
         let mut found = false;
         while let Some(ev) = conn.rd.next_event()? {
             match ev {
                 Event::Text(p) => {
-                    let (t, _) = scan::msg_type(p);
-                    if t == want {
-                        found = true;
+                    for m in proto.messages(p) {
+                        match classify_answering(proto, m, reply_type, &mut conn.wr, pings) {
+                            Msg::Open if want == Want::Open => found = true,
+                            Msg::Connected if want == Want::Connected => found = true,
+                            Msg::Reply(id) => {
+                                if let Want::Reply(_, w) = want {
+                                    found |= proto == Proto::Pygw || id == Some(w);
+                                }
+                            }
+                            Msg::Error(_, e) => {
+                                return Err(ConnError::ServerError(
+                                    String::from_utf8_lossy(&e[..e.len().min(200)]).into_owned(),
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                    if found {
                         break;
-                    } else if t == b"ping" {
-                        conn.wr.text(TEXT_PONG);
-                        pings.text += 1;
-                    } else if t == b"error" {
-                        return Err(ConnError::ServerError(
-                            String::from_utf8_lossy(&p[..p.len().min(200)]).into_owned(),
-                        ));
                     }
                 }
                 Event::Binary(_) | Event::Pong(_) => {}
@@ -595,9 +638,13 @@ pub struct WsDial<'a> {
     pub extra_headers: &'a [u8],
     pub source: Option<IpAddr>,
     pub rd_cap: usize,
+    pub proto: Proto,
+    /// Sent in the protocol's connect message (Socket.IO, Centrifuge).
+    pub token: &'a str,
 }
 
-/// TCP connect, upgrade, and wait for the `connected` welcome frame.
+/// TCP connect, upgrade, and authenticate: pygw's `connected` welcome; Socket.IO's OPEN,
+/// CONNECT with the token as `auth`, and its answer; Centrifuge's connect command and reply.
 pub async fn dial(
     d: &WsDial<'_>,
     rng: &mut Rng,
@@ -616,7 +663,21 @@ pub async fn dial(
     )
     .await
     .map_err(ConnError::Handshake)?;
-    wait_for(&mut conn, b"connected", pings).await?;
+    let mut connect = Vec::new();
+    d.proto.connect_frame(d.token, &mut connect);
+    match d.proto {
+        Proto::Pygw => wait_for(&mut conn, d.proto, Want::Connected, pings).await?,
+        Proto::SocketIo => {
+            wait_for(&mut conn, d.proto, Want::Open, pings).await?;
+            conn.wr.text(&connect);
+            wait_for(&mut conn, d.proto, Want::Connected, pings).await?;
+        }
+        Proto::Centrifuge => {
+            conn.wr.text(&connect);
+            let want = Want::Reply(b"", crate::proto::CONNECT_ID);
+            wait_for(&mut conn, d.proto, want, pings).await?;
+        }
+    }
     Ok(conn)
 }
 

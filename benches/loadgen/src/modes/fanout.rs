@@ -18,13 +18,14 @@ use crate::clock;
 use crate::creds::Creds;
 use crate::histogram::Histogram;
 use crate::http::HttpConn;
+use crate::proto::{Msg, Proto, PUBLISH_ID_BASE, SUBSCRIBE_ID};
 use crate::report::{self, emit, lat_json, lat_line, Counts, Samples, Table};
 use crate::runner::{join_all, spawn_workers, wait_until, Local, Phase, Phases, Progress};
 use crate::scan;
 use crate::sys;
 use crate::template::{Ctx, Template};
 use crate::util::{digits, json_escape, push_u64, Rng};
-use crate::ws::{ConnError, Event, PingCounts, WsConn, TEXT_PONG};
+use crate::ws::{classify_answering, ConnError, Event, PingCounts, Want, WsConn, NO_REPLY};
 
 struct HttpPub {
     addr: SocketAddr,
@@ -39,6 +40,7 @@ struct Cfg {
     ws_pub: Option<WsSetup>,
     http_pub: Option<HttpPub>,
     channel_json: String,
+    proto: Proto,
     subscribers: usize,
     messages: u64,
     window: usize,
@@ -59,6 +61,8 @@ struct Shared {
     delivered: AtomicU64,
     pub_ready: AtomicU64,
     pub_failed: AtomicU64,
+    /// The WebSocket publisher's connection failed after it was ready.
+    pub_lost: AtomicU64,
     next_seq: AtomicU64,
     acked: AtomicU64,
     pub_errors: AtomicU64,
@@ -115,6 +119,9 @@ impl Stats {
         self.samples.merge(&o.samples);
     }
 }
+
+/// With the publisher or a subscriber gone, the run ends after this long without a delivery.
+const STALL: Duration = Duration::from_secs(2);
 
 const DATA_OVERHEAD: usize = r#"{"t":,"s":,"p":""}"#.len();
 
@@ -276,6 +283,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         ws_pub,
         http_pub,
         channel_json: json_escape(&o.channel),
+        proto: o.protocol,
         subscribers: o.subscribers,
         messages: o.messages,
         window: o.window,
@@ -332,11 +340,21 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         shared.pub_start_ns.store(clock::now_ns(), Relaxed);
         phases.set(Phase::Run);
         let deadline = Instant::now() + Duration::from_secs_f64(o.timeout);
+        let (mut last_d, mut last_change) = (0u64, Instant::now());
         let done = wait_until(
             Some(deadline),
             || {
                 let d = shared.delivered.load(Relaxed);
                 if d >= expected {
+                    return true;
+                }
+                if d != last_d {
+                    (last_d, last_change) = (d, Instant::now());
+                }
+                // Nothing more can arrive: the publisher or some subscribers are gone and
+                // deliveries stopped. The losses are reported, not waited for.
+                let gone = shared.pub_lost.load(Relaxed) + shared.closed.load(Relaxed) > 0;
+                if gone && last_change.elapsed() >= STALL {
                     return true;
                 }
                 let acked = shared.acked.load(Relaxed);
@@ -391,6 +409,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         + st.server_errors
         + pub_errors
         + shared.pub_failed.load(Relaxed)
+        + shared.pub_lost.load(Relaxed)
         + st.unparsable;
     let result = json!({
         "mode": "fanout",
@@ -398,6 +417,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
                         "setup_wall_s": report::round3(setup_wall.as_secs_f64()),
                         "connect_latency": lat_json(&st.connect_lat)},
         "publisher": {"via": match o.via { Via::Ws => "ws", Via::Http => "http" }, "ready": pub_ok,
+                      "connection_lost": shared.pub_lost.load(Relaxed) > 0,
                       "published_ok": acked, "publish_errors": pub_errors,
                       "publishes_per_s": per_s(acked, pub_span), "publish_span_s": report::round3(pub_span),
                       "ack_latency": lat_json(&st.ack_lat),
@@ -530,15 +550,14 @@ async fn subscriber(
         )
         .await?;
         let mut f = Vec::with_capacity(64 + cfg.channel_json.len());
-        f.extend_from_slice(b"{\"type\":\"subscribe\",\"channel\":\"");
-        f.extend_from_slice(cfg.channel_json.as_bytes());
-        f.extend_from_slice(b"\",\"id\":1}");
+        cfg.proto.subscribe_frame(&cfg.channel_json, &mut f);
         c.wr.text(&f);
         c.flush().await.map_err(ConnError::Io)?;
+        let want = Want::Reply(Proto::SUBSCRIBED, SUBSCRIBE_ID);
         match local
             .or_stop(tokio::time::timeout(
                 cfg.subs.connect_timeout,
-                crate::ws::wait_for(&mut c, b"subscribed", &mut pings),
+                crate::ws::wait_for(&mut c, cfg.proto, want, &mut pings),
             ))
             .await
         {
@@ -565,7 +584,10 @@ async fn subscriber(
         .record(t0.elapsed().as_nanos() as u64);
     shared.ready.fetch_add(1, Relaxed);
     let mut track = SeqTrack::new(cfg.sample);
-    let end = receive_loop(&mut conn, &local, &stats, &shared, &mut track, &mut pings).await;
+    let end = receive_loop(
+        &mut conn, cfg.proto, &local, &stats, &shared, &mut track, &mut pings,
+    )
+    .await;
     {
         let mut st = stats.borrow_mut();
         st.received += track.received;
@@ -585,6 +607,7 @@ async fn subscriber(
 
 async fn receive_loop(
     conn: &mut WsConn,
+    proto: Proto,
     local: &Rc<Local>,
     stats: &Rc<RefCell<Stats>>,
     shared: &Shared,
@@ -609,20 +632,20 @@ async fn receive_loop(
                 };
                 match ev {
                     Event::Text(p) => {
-                        let (t, _) = scan::msg_type(p);
-                        if t == b"message" {
-                            let (new, ts) = track.observe(p);
-                            if new {
-                                fresh += 1;
+                        for m in proto.messages(p) {
+                            match classify_answering(proto, m, NO_REPLY, &mut conn.wr, pings) {
+                                Msg::Delivery => {
+                                    let (new, ts) = track.observe(m);
+                                    if new {
+                                        fresh += 1;
+                                    }
+                                    if let Some(ts) = ts {
+                                        st.lat.record(now_ns.saturating_sub(ts));
+                                    }
+                                }
+                                Msg::Error(..) => st.server_errors += 1,
+                                _ => {}
                             }
-                            if let Some(ts) = ts {
-                                st.lat.record(now_ns.saturating_sub(ts));
-                            }
-                        } else if t == b"ping" {
-                            conn.wr.text(TEXT_PONG);
-                            pings.text += 1;
-                        } else if t == b"error" {
-                            st.server_errors += 1;
                         }
                     }
                     Event::Ping(p) => {
@@ -690,11 +713,11 @@ async fn ws_publisher(
         }
     };
     shared.pub_ready.fetch_add(1, Relaxed);
-    let mut r = idle(&mut conn, &local, Phase::Setup, &mut pings).await;
+    let mut r = idle(&mut conn, &local, Phase::Setup, cfg.proto, &mut pings).await;
     if r.is_ok() && !local.stopped() {
         r = publish_loop(&mut conn, &local, &cfg, &shared, &stats, &mut pings).await;
         if r.is_ok() {
-            r = idle_until_stop(&mut conn, &local, &mut pings).await;
+            r = idle_until_stop(&mut conn, &local, cfg.proto, &mut pings).await;
         }
     }
     let mut st = stats.borrow_mut();
@@ -703,6 +726,7 @@ async fn ws_publisher(
     match r {
         Ok(()) => conn.close_now(1000),
         Err(e) => {
+            shared.pub_lost.fetch_add(1, Relaxed);
             st.pub_fail.add(e.kind());
             st.samples.add(|| format!("publisher: {}", e.message()));
         }
@@ -724,9 +748,6 @@ async fn publish_loop(
     let mask = sent_at.len() as u64 - 1;
     let (mut seq, mut inflight, mut done) = (0u64, 0u64, 0u64);
     let mut frame = Vec::with_capacity(cfg.payload_bytes + 128);
-    let mut prefix = b"{\"type\":\"publish\",\"channel\":\"".to_vec();
-    prefix.extend_from_slice(cfg.channel_json.as_bytes());
-    prefix.extend_from_slice(b"\",\"data\":");
     loop {
         let mut next_due = None;
         while inflight < window && seq < cfg.messages {
@@ -742,11 +763,11 @@ async fn publish_loop(
                 shared.first_publish_ns.fetch_min(t, Relaxed);
             }
             frame.clear();
-            frame.extend_from_slice(&prefix);
-            push_data(&mut frame, t, seq, cfg.payload_bytes, &pad);
-            frame.extend_from_slice(b",\"id\":");
-            push_u64(&mut frame, seq + 1);
-            frame.push(b'}');
+            let id = seq + PUBLISH_ID_BASE;
+            cfg.proto
+                .publish_frame(&cfg.channel_json, id, &mut frame, |out| {
+                    push_data(out, t, seq, cfg.payload_bytes, &pad)
+                });
             conn.wr.text(&frame);
             sent_at[(seq & mask) as usize] = t;
             seq += 1;
@@ -794,17 +815,29 @@ async fn publish_loop(
                 };
                 match ev {
                     Event::Text(p) => {
-                        let (t, _) = scan::msg_type(p);
-                        if t == b"published" || t == b"error" {
+                        for m in cfg.proto.messages(p) {
+                            let answer = classify_answering(
+                                cfg.proto,
+                                m,
+                                Proto::PUBLISHED,
+                                &mut conn.wr,
+                                pings,
+                            );
+                            let (id, ok) = match answer {
+                                Msg::Reply(id) => (id, true),
+                                Msg::Error(id, _) => (id, false),
+                                _ => continue,
+                            };
                             inflight = inflight.saturating_sub(1);
                             done += 1;
-                            if t == b"published" {
+                            if ok {
                                 shared.acked.fetch_add(1, Relaxed);
                                 shared.last_ack_ns.fetch_max(now, Relaxed);
-                                if let Some((id, _)) = scan::u64_field(p, b"\"id\"", 0) {
-                                    if id >= 1 && id <= seq && seq - id < sent_at.len() as u64 {
+                                let seq_of = id.and_then(|id| id.checked_sub(PUBLISH_ID_BASE));
+                                if let Some(s) = seq_of {
+                                    if s < seq && seq - s <= sent_at.len() as u64 {
                                         st.ack_lat.record(
-                                            now.saturating_sub(sent_at[((id - 1) & mask) as usize]),
+                                            now.saturating_sub(sent_at[(s & mask) as usize]),
                                         );
                                     }
                                 }
@@ -814,13 +847,10 @@ async fn publish_loop(
                                 st.samples.add(|| {
                                     format!(
                                         "publish error: {}",
-                                        String::from_utf8_lossy(&p[..p.len().min(200)])
+                                        String::from_utf8_lossy(&m[..m.len().min(200)])
                                     )
                                 });
                             }
-                        } else if t == b"ping" {
-                            conn.wr.text(TEXT_PONG);
-                            pings.text += 1;
                         }
                     }
                     Event::Ping(p) => {
@@ -879,6 +909,9 @@ async fn http_publisher(
     };
     shared.pub_ready.fetch_add(1, Relaxed);
     local.wait_phase(Phase::Run).await;
+    if conn.as_ref().is_some_and(HttpConn::peer_closed) {
+        conn = None; // closed while the subscribers were set up: dial again before publishing
+    }
     let pad = vec![b'x'; cfg.payload_bytes];
     let start_ns = shared.pub_start_ns.load(Relaxed);
     let mut body = Vec::with_capacity(cfg.payload_bytes + 128);

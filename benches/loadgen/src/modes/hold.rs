@@ -313,7 +313,7 @@ async fn conn_task(
         .last_connected_ns
         .fetch_max(clock::ns_of(now), Relaxed);
     shared.connected.fetch_add(1, Relaxed);
-    let r = idle_until_stop(&mut conn, &local, &mut pings).await;
+    let r = idle_until_stop(&mut conn, &local, cfg.setup.proto, &mut pings).await;
     let mut st = stats.borrow_mut();
     st.pings.text += pings.text;
     st.pings.proto += pings.proto;

@@ -19,12 +19,12 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Opts;
 use crate::creds::Creds;
+use crate::proto::Proto;
 use crate::runner::{Local, Phase};
-use crate::scan;
 use crate::template::{Ctx, Template};
 use crate::url::{self, Url};
 use crate::util::Rng;
-use crate::ws::{self, ConnError, Event, PingCounts, WsConn, WsDial, TEXT_PONG};
+use crate::ws::{self, ConnError, Event, PingCounts, WsConn, WsDial, NO_REPLY};
 
 /// Runs `task(i, semaphore)` for this thread's share of connection indices
 /// (`ti`, `ti + threads`, ... below `count`) as local tasks, at most `concurrency` of them
@@ -81,6 +81,7 @@ pub struct WsSetup {
     pub rd_cap: usize,
     /// Connection index offset (so that e.g. a publisher gets its own creds slot).
     pub index_base: usize,
+    pub proto: Proto,
 }
 
 /// One connection's rendered dial parameters.
@@ -95,6 +96,7 @@ pub struct Plan {
     pub username: String,
     pub index: usize,
     rd_cap: usize,
+    pub proto: Proto,
 }
 
 impl Plan {
@@ -106,6 +108,8 @@ impl Plan {
             extra_headers: &self.headers,
             source: self.source,
             rd_cap: self.rd_cap,
+            proto: self.proto,
+            token: &self.token,
         }
     }
 
@@ -149,6 +153,7 @@ impl WsSetup {
             connect_timeout: Duration::from_secs_f64(o.connect_timeout.max(0.001)),
             rd_cap,
             index_base: 0,
+            proto: o.protocol,
         })
     }
 
@@ -185,6 +190,7 @@ impl WsSetup {
             username,
             index: idx,
             rd_cap: self.rd_cap,
+            proto: self.proto,
         }
     }
 
@@ -214,15 +220,18 @@ pub async fn connect(
     }
 }
 
-/// Handle buffered frames of an idle connection: answer pings (text and
-/// protocol), ignore everything else, fail on close.
-pub fn drain_idle(conn: &mut WsConn, pings: &mut PingCounts) -> Result<(), ConnError> {
+/// Handle buffered frames of an idle connection: answer pings (the protocol's text pings
+/// and WebSocket PINGs), ignore everything else, fail on close.
+pub fn drain_idle(
+    conn: &mut WsConn,
+    proto: Proto,
+    pings: &mut PingCounts,
+) -> Result<(), ConnError> {
     while let Some(ev) = conn.rd.next_event()? {
         match ev {
             Event::Text(p) => {
-                if scan::msg_type(p).0 == b"ping" {
-                    conn.wr.text(TEXT_PONG);
-                    pings.text += 1;
+                for m in proto.messages(p) {
+                    ws::classify_answering(proto, m, NO_REPLY, &mut conn.wr, pings);
                 }
             }
             Event::Ping(p) => {
@@ -245,10 +254,11 @@ pub async fn idle(
     conn: &mut WsConn,
     local: &Rc<Local>,
     seen: Phase,
+    proto: Proto,
     pings: &mut PingCounts,
 ) -> Result<(), ConnError> {
     loop {
-        let r = drain_idle(conn, pings);
+        let r = drain_idle(conn, proto, pings);
         if r.is_err() {
             let _ = conn.flush().await;
             return r;
@@ -273,10 +283,11 @@ pub async fn idle(
 pub async fn idle_until_stop(
     conn: &mut WsConn,
     local: &Rc<Local>,
+    proto: Proto,
     pings: &mut PingCounts,
 ) -> Result<(), ConnError> {
     while !local.stopped() {
-        idle(conn, local, local.phase(), pings).await?;
+        idle(conn, local, local.phase(), proto, pings).await?;
     }
     Ok(())
 }

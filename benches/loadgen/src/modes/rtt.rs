@@ -13,20 +13,21 @@ use tokio::sync::Semaphore;
 use super::{connect, idle, load_creds, per_thread, run_conns, seed, Plan, WsSetup};
 use crate::cli::Opts;
 use crate::histogram::Histogram;
+use crate::proto::{Msg, Proto};
 use crate::report::{self, emit, lat_json, lat_line, Counts, Samples, Table};
 use crate::runner::{
     join_all, sleep_with, spawn_workers, wait_until, Local, Phase, Phases, Progress,
 };
-use crate::scan;
 use crate::sys;
 use crate::template::Template;
 use crate::util::Rng;
-use crate::ws::{ConnError, Event, PingCounts, WsConn, TEXT_PONG};
+use crate::ws::{classify_answering, ConnError, Event, PingCounts, WsConn};
 
 struct Cfg {
     setup: WsSetup,
     frame: Template,
     expect: Vec<u8>,
+    proto: Proto,
     conns: usize,
     depth: usize,
     threads: usize,
@@ -132,6 +133,7 @@ pub fn run(o: &Opts) -> Result<i32, String> {
         setup,
         frame: Template::parse(&o.frame),
         expect: o.expect.as_bytes().to_vec(),
+        proto: o.protocol,
         conns: o.conns,
         depth: o.depth,
         threads: o.threads,
@@ -313,7 +315,7 @@ async fn conn_task(
         .connect_lat
         .record(t0.elapsed().as_nanos() as u64);
     shared.connected.fetch_add(1, Relaxed);
-    let end = match idle(&mut conn, &local, Phase::Setup, &mut pings).await {
+    let end = match idle(&mut conn, &local, Phase::Setup, cfg.proto, &mut pings).await {
         Ok(()) if local.stopped() => Ok(()),
         Ok(()) => run_loop(&mut conn, &plan, &local, &cfg, &stats, &mut pings).await,
         Err(e) => Err(e),
@@ -384,16 +386,21 @@ async fn run_loop(
                 };
                 match ev {
                     Event::Text(p) => {
-                        let (t, _) = scan::msg_type(p);
-                        let is_expect = t == cfg.expect.as_slice();
-                        if is_expect || t == b"error" {
-                            let sent = if has_id {
-                                match scan::u64_field(p, b"\"id\"", 0) {
-                                    Some((id, _)) => infl.take(id),
-                                    None => infl.take_oldest(),
+                        for m in cfg.proto.messages(p) {
+                            let answer =
+                                classify_answering(cfg.proto, m, &cfg.expect, &mut conn.wr, pings);
+                            let (id, is_expect) = match answer {
+                                Msg::Reply(id) => (id, true),
+                                Msg::Error(id, _) => (id, false),
+                                Msg::Ping => continue,
+                                _ => {
+                                    st.other_frames += 1;
+                                    continue;
                                 }
-                            } else {
-                                infl.take_oldest()
+                            };
+                            let sent = match id {
+                                Some(id) if has_id => infl.take(id),
+                                _ => infl.take_oldest(),
                             };
                             match sent {
                                 Some(s) => {
@@ -415,11 +422,6 @@ async fn run_loop(
                                     }
                                 }
                             }
-                        } else if t == b"ping" {
-                            conn.wr.text(TEXT_PONG);
-                            pings.text += 1;
-                        } else {
-                            st.other_frames += 1;
                         }
                     }
                     Event::Ping(p) => {
