@@ -134,8 +134,9 @@ async def test_request_reply(gw: GatewayProcess, http: httpx.Client) -> None:
         assert (ack["type"], ack["api_key"]) == ("ack", "sk-1")
         with pytest.raises(PygwError) as refused:
             await client.request({"type": "teleport"})
-        assert refused.value.code == 404
-        assert refused.value.message == "Unknown message type: teleport"
+        # A type a user may not send (SPEC §3: the original's role table).
+        assert refused.value.code == 403
+        assert refused.value.message == "Unauthorized: role 'user' cannot send 'teleport'"
         with pytest.raises(RequestTimeout):  # a pong gets no reply
             await client.request({"type": "pong"}, timeout=0.2)
         assert (await client.request({"type": "ping"}))["type"] == "pong"

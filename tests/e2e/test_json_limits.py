@@ -134,12 +134,9 @@ def test_session_survives_an_update_that_cannot_be_stored(
                 time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="item 1 - the lead maps UnstorableValue/check_body to 422 at entry points"
-)
 def test_an_update_that_cannot_be_stored_is_422(gw: GatewayProcess, http: httpx.Client) -> None:
     a = new_account(http)
     headers = {**a.headers, "Content-Type": "application/json"}
     r = http.post(f"/sessions/update/{a.session_id}", content=BIG_UPDATE, headers=headers)
     assert r.status_code == 422
-    assert "64-bit" in r.json()["detail"]
+    assert "64-bit" in r.json()["errors"][0]["msg"]

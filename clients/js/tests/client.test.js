@@ -106,8 +106,9 @@ describe("on one gateway (memory backend)", () => {
 
       await assert.rejects(client.request({ type: "teleport" }), (err) => {
         assert.ok(err instanceof PygwError);
-        assert.equal(err.code, 404);
-        assert.equal(err.message, "Unknown message type: teleport");
+        // A type a user may not send (SPEC §3: the original's role table).
+        assert.equal(err.code, 403);
+        assert.equal(err.message, "Unauthorized: role 'user' cannot send 'teleport'");
         return true;
       });
       // A pong gets no reply: the request times out.

@@ -18,7 +18,7 @@ from pygw.api.models import (
 from pygw.api.server import int_query
 from pygw.api.services import Services
 from pygw.core.channels import is_user_channel
-from pygw.core.errors import BackendUnavailable, BadRequest, NotFound
+from pygw.core.errors import BadRequest, NotFound
 from pygw.http.errors import validation_error
 from pygw.http.routing import Context, Router
 from pygw.metrics import rss_bytes
@@ -150,12 +150,12 @@ async def system_stats(ctx: Context, svc: Services) -> dict[str, Any]:
     response_model=RedisInfo,
     summary="Selected Redis INFO fields",
     tags=TAGS,
-    errors=(401, 403, 503),
+    errors=(401, 403, 404, 503),
 )
 async def redis_info(ctx: Context, svc: Services) -> dict[str, Any]:
     info = await svc.storage.backend_info()
     if info is None:
-        raise BackendUnavailable("Redis is not configured (memory backend)")
+        raise NotFound("Redis is not configured (memory backend)")
     return {
         "connected_clients": int(info.get("connected_clients", 0)),
         "used_memory_human": str(info.get("used_memory_human", "")),

@@ -22,7 +22,7 @@ from pygw.api.models import (
     UserSessionsResponse,
 )
 from pygw.api.services import Services
-from pygw.auth.credentials import check_new_credentials
+from pygw.auth.credentials import check_new_credentials, check_password
 from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
 from pygw.core.errors import Forbidden, NotFound, NotOwner, PygwError
 from pygw.core.timeutil import now_iso
@@ -172,6 +172,7 @@ async def logout(ctx: Context, svc: Services) -> dict[str, str]:
 )
 async def change_password(ctx: Context, svc: Services) -> dict[str, str]:
     body: PasswordChangeRequest = ctx.body
+    check_password(svc.settings, body.new_password, "new_password")
     address = client_ip(ctx, svc)
     await svc.limits.login(ctx.claims.sub, address)
     await svc.auth.change_password(ctx.claims, body.current_password, body.new_password)

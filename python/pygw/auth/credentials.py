@@ -13,13 +13,13 @@ from pygw.core.errors import Invalid
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def check_password(settings: Settings, password: str) -> None:
-    """Raise :class:`Invalid` (422, ``loc`` body.password) for a password that is too short."""
+def check_password(settings: Settings, password: str, field: str = "password") -> None:
+    """Raise :class:`Invalid` (422, ``loc`` body.<field>) for a password that is too short."""
     minimum = settings.password_min_length
     if len(password) < minimum:
         raise Invalid(
             f"String should have at least {minimum} character{'s' if minimum > 1 else ''}",
-            ("body", "password"),
+            ("body", field),
         )
 
 

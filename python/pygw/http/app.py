@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from pygw.core.envelope import envelope
 from pygw.core.errors import BackendUnavailable, PygwError
+from pygw.http.bodyguard import check_body
 from pygw.http.cors import CORS
 from pygw.http.errors import (
     HTTPError,
@@ -81,7 +82,12 @@ def is_json_content_type(value: str | None) -> bool:
     )
 
 
-def parse_body(model: type[BaseModel], request: HTTPRequest) -> BaseModel:
+def parse_body(
+    model: type[BaseModel], request: HTTPRequest, max_body_bytes: int = 1 << 20
+) -> BaseModel:
+    """The validated body: 422 without one or if it is not JSON; 413/422 from
+    :func:`check_body` for what could not be stored or relayed (too large, nested too deep,
+    numbers orjson cannot encode); then pydantic's validation."""
     if not request.body:
         raise validation_error([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
     if not is_json_content_type(request.headers.get("content-type")):
@@ -94,6 +100,7 @@ def parse_body(model: type[BaseModel], request: HTTPRequest) -> BaseModel:
                 }
             ]
         )
+    check_body(request.body, max_bytes=max_body_bytes)
     try:
         validated: BaseModel = model.__pydantic_validator__.validate_json(request.body)
         return validated
@@ -243,7 +250,7 @@ class HTTPApplication:
             if route.auth is not None:
                 self.authenticator.authenticate(ctx, route.auth)
             if route.body is not None:
-                ctx.body = parse_body(route.body, request)
+                ctx.body = parse_body(route.body, request, self.max_body_bytes)
             result = await route.endpoint(ctx, self.services)
         except HTTPError as exc:
             return error_response(exc, request.path)
