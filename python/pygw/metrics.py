@@ -10,7 +10,7 @@ import bisect
 import os
 import resource
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -72,7 +72,8 @@ class Histogram:
     def count(self) -> int:
         return sum(self.counts)
 
-    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (upper bound, count) pairs, ``+Inf`` last."""
         buckets: list[tuple[str, float]] = []
         acc = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
@@ -80,7 +81,10 @@ class Histogram:
             buckets.append((repr(float(bound)), acc))
         acc += self.counts[-1]
         buckets.append(("+Inf", acc))
-        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.sum)
+        return buckets
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        return HistogramMetricFamily(name, doc, buckets=self.buckets(), sum_value=self.sum)
 
 
 class Metrics:
@@ -113,10 +117,19 @@ class Metrics:
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.flush_batch_size = Histogram(SIZE_BUCKETS)
         self.flush_seconds = Histogram(LATENCY_BUCKETS)
+        self.http_latency: dict[tuple[str, str, str], Histogram] = {}
+        """(method, route template, status) -> request duration: bounded by the routes."""
         self.broker_publish_seconds = Histogram(LATENCY_BUCKETS)
         """Round trip of a publish through the broker (for Redis: the script call)."""
         self.flush_dropped = 0
         """Pending writes that could not be stored and were dropped alone."""
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        histogram = self.http_latency.get(key)
+        if histogram is None:
+            histogram = self.http_latency[key] = Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
 
     @property
     def messages_out(self) -> int:
@@ -183,6 +196,12 @@ class GatewayCollector(Collector):
         yield m.flush_seconds.family(
             "pygw_session_flush_seconds", "Duration of write-behind flushes"
         )
+        yield _labelled_histograms(
+            "pygw_http_request_seconds",
+            "HTTP request duration by method, route template and status",
+            ("method", "route", "status"),
+            m.http_latency,
+        )
         yield m.broker_publish_seconds.family(
             "pygw_broker_publish_seconds", "Round trip of a publish through the broker"
         )
@@ -191,6 +210,15 @@ class GatewayCollector(Collector):
             "Pending writes that could not be stored and were dropped alone",
             m.flush_dropped,
         )
+
+
+def _labelled_histograms(
+    name: str, doc: str, labels: tuple[str, ...], values: Mapping[tuple[str, str, str], Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=list(labels))
+    for key, histogram in sorted(values.items()):
+        family.add_metric(list(key), histogram.buckets(), histogram.sum)
+    return family
 
 
 def _labelled(

@@ -118,3 +118,37 @@ async def test_metrics_on_their_own_port(tmp_path: Path) -> None:
     except httpx.HTTPError:
         stopped = True
     assert stopped
+
+
+def test_http_latency_by_route_template_and_status(tmp_path: Path) -> None:
+    with (
+        GatewayProcess(log_path=tmp_path / "gw.log") as gw,
+        httpx.Client(base_url=gw.url) as http,
+    ):
+        a = new_account(http)
+        before = scrape(http)
+        for i in range(5):
+            r = http.post(
+                f"/sessions/update/{a.session_id}", json={"data": {"n": i}}, headers=a.headers
+            )
+            assert r.status_code == 200
+        assert http.get("/sessions/nope-1", headers=a.headers).status_code in (403, 404)
+        for _ in range(3):
+            assert http.get(f"/no/such/path/{a.username}").status_code == 404
+        after = scrape(http)
+
+    def count(route: str, method: str, status: int) -> float:
+        key = (
+            f'pygw_http_request_seconds_count{{method="{method}",route="{route}",'
+            f'status="{status}"}}'
+        )
+        return delta(after, before, key)
+
+    # Five updates under their template, not five session ids.
+    assert count("/sessions/update/{session_id}", "POST", 200) == 5
+    assert sum(count("/sessions/{session_id}", "GET", s) for s in (403, 404)) == 1
+    # Paths that match no route share one label: the label set stays bounded.
+    assert count("unmatched", "GET", 404) == 3
+    assert not any(a.username in k for k in after if k.startswith("pygw_http_request"))
+    total = 'pygw_http_request_seconds_sum{method="POST",route="/sessions/update/{session_id}"'
+    assert sum(v for k, v in after.items() if k.startswith(total)) > 0

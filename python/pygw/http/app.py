@@ -171,7 +171,9 @@ class HTTPApplication:
         # set/set(None) rather than reset(): the handler's first step runs in the uWS callback's
         # context and the rest in a Task's copy of it (see transport/eager.py).
         request_id.set(rid)
-        start = time.perf_counter() if self.access_log else 0.0
+        start = time.perf_counter()
+        label = "-"
+        """The route template (bounded), for the latency histogram."""
         self.in_flight += 1
         try:
             origin = headers.get("origin") if self.cors is not None else None
@@ -192,7 +194,7 @@ class HTTPApplication:
                     close=True,
                 )
             else:
-                response = await self._dispatch(request)
+                response, label = await self._dispatch(request)
                 if origin:
                     assert self.cors is not None
                     self.cors.decorate(origin, response)
@@ -200,6 +202,9 @@ class HTTPApplication:
                 response.headers = [*(response.headers or ()), ("X-Request-ID", rid)]
             if self.metrics is not None:
                 self.metrics.http_requests[STATUS_CLASS[response.status // 100]] += 1
+                self.metrics.observe_http(
+                    request.method, label, response.status, time.perf_counter() - start
+                )
             if self.access_log:
                 access_log.info(
                     "%s %s %d %.2fms",
@@ -222,7 +227,8 @@ class HTTPApplication:
             self._idle.clear()
             await self._idle.wait()
 
-    async def _dispatch(self, request: HTTPRequest) -> Response:
+    async def _dispatch(self, request: HTTPRequest) -> tuple[Response, str]:
+        """The answer, and the matched route's template (``unmatched`` for 404/405)."""
         route, params, other_method = self.router.match(request.method, request.path)
         if route is None:
             if other_method:
@@ -239,8 +245,11 @@ class HTTPApplication:
                     reason(404),
                     f"The requested URL {request.path} was not found on this server.",
                 )
-            return error_response(exc, request.path)
+            return error_response(exc, request.path), "unmatched"
         request.params = params
+        return await self._call(route, request), route.path
+
+    async def _call(self, route: Route, request: HTTPRequest) -> Response:
         ctx = Context(request)
         try:
             for hook in self.hooks:
