@@ -21,10 +21,12 @@ all: dev
 system-deps:
 	@dpkg -s libuv1 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libuv1; }
 
-# Tests start their own redis-server on a free port, and Debian's nginx (as a plain process, with
-# docker/nginx.conf) in front of gateway nodes; install them if absent.
+# Tests start their own redis-servers on free ports, Redis Clusters joined with redis-cli
+# (Debian's redis-tools, a dependency of redis-server), and Debian's nginx (as a plain process,
+# with docker/nginx.conf) in front of gateway nodes; install them if absent.
 test-deps: system-deps
 	@command -v redis-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@command -v redis-cli >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-tools; }
 	@test -x /usr/sbin/nginx || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx; }
 
 # Deployment files are checked by their own tools: promtool (Debian's prometheus package) for the

@@ -60,7 +60,11 @@ if str(ROOT) not in sys.path:
 from tests.gateway_process import FAST_ARGON2, TEST_SECRET, GatewayProcess  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
-__all__ = ["FAST_ARGON2", "TEST_SECRET", "GatewayProcess", "RedisServer"]
+if str(ROOT / "tests") not in sys.path:  # tests/redis_cluster.py imports its siblings by name
+    sys.path.append(str(ROOT / "tests"))
+from redis_cluster import RedisClusterServers  # noqa: E402
+
+__all__ = ["FAST_ARGON2", "TEST_SECRET", "GatewayProcess", "RedisClusterServers", "RedisServer"]
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -567,10 +571,21 @@ class RawServer(PinnedServer):
 def redis_server() -> Iterator[RedisServer]:
     with pinned(GATEWAY_CPUS):
         server = RedisServer()
-    try:
+    with server:  # closed (stopped by PID, temp dir removed) on the way out
         yield server
-    finally:
-        server.close()
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of 3 primaries + 3 replicas, every node pinned like the gateways."""
+    with pinned(GATEWAY_CPUS):
+        cluster = RedisClusterServers()
+    with cluster:
+        yield cluster
+
+
+def cluster_pids(cluster: RedisClusterServers) -> list[int]:
+    return [n.pid for n in cluster.nodes if n.pid is not None]
 
 
 # -- credentials ------------------------------------------------------------------------------

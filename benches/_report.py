@@ -207,7 +207,7 @@ def fanout(d: dict[str, Any]) -> str:
             v["deliveries_per_s"]["median"], r.get(rk, {}).get("deliveries_per_s", {}).get("median")
         )
         target = "-"
-        if n == "10000" and kind in ("ws", "http", "redis-2-nodes"):
+        if n == "10000" and kind in ("ws", "http", "redis-2-nodes", "redis-cluster-2-nodes"):
             target = (
                 ">= 2M: **met**" if v["deliveries_per_s"]["median"] >= 2e6 else ">= 2M: **NOT MET**"
             )
@@ -300,13 +300,18 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
     )
     srows = []
     storm = d["config"]["storm"]
-    for kind in ("pygw", "raw"):
+    memory = r.get(f"storm/pygw/{storm}")
+    for kind in ("pygw", "pygw-redis", "pygw-cluster", "raw"):
         s = r.get(f"storm/{kind}/{storm}")
         if not s:
             continue
+        vs = h.ratio(s["storm_s"]["median"], memory["storm_s"]["median"]) if memory else None
         srows.append(
             [
-                kind,
+                {"pygw": "pygw (memory)", "pygw-redis": "pygw (one Redis)"}.get(
+                    kind, "pygw (Redis Cluster)" if kind == "pygw-cluster" else kind
+                ),
+                f"{vs:.2f}x" if vs is not None else "-",
                 f"{s['connected']['median']:,.0f}/{storm:,}",
                 rng(s["storm_s"], 2),
                 rng(s["connects_per_s"]),
@@ -321,6 +326,7 @@ def connections(d: dict[str, Any]) -> tuple[str, str]:
     t2 = md(
         [
             "server",
+            "storm s / memory-backed",
             "connected",
             "storm s",
             "connects/s",
@@ -393,6 +399,50 @@ def connections_multi(d: dict[str, Any]) -> str:
         ],
         rows,
     )
+
+
+def cluster(d: dict[str, Any]) -> str:
+    """WAIT on cluster writes (on/off) and the cost of a push to an absent user."""
+    r = d["results"]
+    rows = []
+    for key, label in (("wait/1", "WAIT 1 replica (default)"), ("wait/0", "primary ack only")):
+        v = r.get(key)
+        if v is None:
+            continue
+        rows.append(
+            [
+                label,
+                rng(v["create_p50_us"]),
+                rng(v["create_p99_us"]),
+                rng(v["creates_per_s"]),
+                rng(v["flush_ms"], 1),
+                rng(v["flush_us_per_session"], 1),
+            ]
+        )
+    body = md(
+        [
+            "cluster writes",
+            "create_session p50 µs",
+            "p99 µs",
+            "creates/s (one at a time)",
+            f"flush of {d['config']['sessions']:,} updates, ms",
+            "µs per update",
+        ],
+        rows,
+    )
+    p = r.get("push")
+    if p:
+        body += "\n\n" + md(
+            ["push to a user the node does not hold", "gateway CPU µs per push", "pushes/s sent"],
+            [
+                [
+                    f"{d['config']['pushes']:,} pushes, none connected",
+                    rng(p["gateway_us_per_push"], 1),
+                    rng(p["pushes_per_s"]),
+                ]
+            ],
+        )
+    return body
 
 
 def jwt(d: dict[str, Any]) -> str:
@@ -680,6 +730,11 @@ def section(name: str) -> str | None:
         body = jwt(d)
     elif name == "peers":
         body = peers(d)
+    elif name == "connections_storm":
+        _holds, storms = connections(d)
+        body = f"Connect storm, {d['config']['storm']:,} clients against one process:\n\n{storms}"
+    elif name == "cluster":
+        body = cluster(d)
     elif name == "connections":
         holds, storms = connections(d)
         cfg = d["config"]
@@ -720,6 +775,8 @@ NAMES = [
     "fanout",
     "connections",
     "peers",
+    "connections_storm",
+    "cluster",
     "jwt_verify",
     "k6_ramp",
 ]

@@ -3,8 +3,8 @@
     python -m benches all [--quick] [--only a,b] [--skip a,b]
 
 Runs ``jwt_verify``, ``limits``, ``lifecycle`` (1,000 users x 10), ``fanout``,
-``connections`` and ``peers`` (which needs ``make peers``; it runs it if needed) with their
-defaults (``--quick``: one run each, shorter holds, 10k/50k idle
+``connections``, ``cluster`` and ``peers`` (which needs ``make peers``; it runs it if needed)
+with their defaults (``--quick``: one run each, shorter holds, 10k/50k idle
 connections only) and writes ``benches/results/<name>.json`` for each. A benchmark that fails
 is reported and the others still run; the exit status is non-zero if any failed.
 """
@@ -29,6 +29,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("lifecycle", [], ["--runs", "1", "--default-sample", "50"]),
     ("fanout", [], ["--runs", "1"]),
     ("connections", [], ["--runs", "1", "--sizes", "10000,50000", "--hold", "10"]),
+    ("cluster", [], ["--runs", "1", "--pushes", "10000"]),
     ("peers", [], ["--runs", "1", "--hold", "10"]),
 ]
 

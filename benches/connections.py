@@ -37,8 +37,10 @@ lies between their minimum and maximum).
 
 Then the connect storm at ``--storm`` (20k, capped under the descriptor limit) clients against
 one process: storm time and connect latency p50/p95/p99 (TCP connect to the welcome frame), R
-runs each for pygw (JWT verified per connection, tokens all distinct, cache cold) and raw, and
-the kernel's ListenOverflows (SYNs dropped on a full accept queue).
+runs each (alternating) for pygw on its memory backend, pygw on one redis-server, pygw on a
+Redis Cluster of 3 primaries + 3 replicas (Redis on core 0 too; JWT verified per connection,
+tokens all distinct, cache cold) and raw, and the kernel's ListenOverflows (SYNs dropped on a
+full accept queue).
 
 Tokens are minted with the gateway's key by pygw's own codec (``sid`` = the token's session, so
 no session lookup; the same verification as a login-issued token). 100k only runs when the
@@ -331,6 +333,31 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# -- the connect storm -----------------------------------------------------------------------------
+STORM_KINDS = ("pygw", "pygw-redis", "pygw-cluster", "raw")
+"""pygw on its memory backend, on one redis-server, on a Redis Cluster (3 primaries + 3
+replicas); the raw server."""
+
+
+def storm_once(kind: str, n: int, creds: Path) -> dict[str, float]:
+    """One storm of ``n`` connects against a fresh server of ``kind`` (held 2 s)."""
+    if kind == "raw":
+        with h.RawServer() as raw:
+            return m.hold(m.ws_url(raw.port, False), raw.pid, conns=n, duration=2, creds=None)
+    with contextlib.ExitStack() as stack:
+        url: str | None = None
+        env: dict[str, str] = {}
+        if kind == "pygw-redis":
+            url = stack.enter_context(h.redis_server()).url
+        elif kind == "pygw-cluster":
+            url = stack.enter_context(h.redis_cluster()).url
+            env = {"PYGW_REDIS_CLUSTER": "true"}
+        gw = h.start_gateway(redis_url=url, env=env, name=f"storm-{kind}")
+        stack.callback(gw.stop)
+        time.sleep(1.0)  # the first heartbeat and flushes are done
+        return m.hold(m.ws_url(gw.port), h.gateway_pid(gw), conns=n, duration=2, creds=creds)
+
+
 # -- main ---------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
@@ -429,36 +456,13 @@ def main(argv: list[str]) -> int:
             )
     t_holds = time.monotonic() - t_start
 
-    for kind in ("pygw", "raw"):
-        rs = []
-        for i in range(args.runs):
+    storms: dict[str, list[dict[str, float]]] = {kind: [] for kind in STORM_KINDS}
+    for i in range(args.runs):  # the kinds alternate within each run: same conditions
+        for kind in STORM_KINDS:
             print(f"[run {i + 1}/{args.runs}] connect storm {args.storm:,} ({kind})", flush=True)
             h.wait_quiet()
-            if kind == "pygw":
-                gw = h.start_gateway(name="storm")
-                try:
-                    rs.append(
-                        m.hold(
-                            m.ws_url(gw.port),
-                            h.gateway_pid(gw),
-                            conns=args.storm,
-                            duration=2,
-                            creds=creds,
-                        )
-                    )
-                finally:
-                    gw.stop()
-            else:
-                with h.RawServer() as raw:
-                    rs.append(
-                        m.hold(
-                            m.ws_url(raw.port, False),
-                            raw.pid,
-                            conns=args.storm,
-                            duration=2,
-                            creds=None,
-                        )
-                    )
+            storms[kind].append(storm_once(kind, args.storm, creds))
+    for kind, rs in storms.items():
         results[f"storm/{kind}/{args.storm}"] = {k: h.summarize([r[k] for r in rs]) for k in rs[0]}
 
     from benches import _report

@@ -1,7 +1,7 @@
 """Fan-out: one channel, 1k and 10k subscribers; deliveries/s and publish->deliver latency.
 
-    python -m benches fanout [--runs R] [--sizes 1000,10000] [--skip-redis] [--skip-paced]
-                             [--json PATH]
+    python -m benches fanout [--runs R] [--sizes 1000,10000] [--skip-redis] [--skip-cluster]
+                             [--skip-paced] [--json PATH]
 
 Rows, each R runs (median, range), servers on core 0, ``pygw-loadgen fanout`` on core 1:
 
@@ -11,7 +11,10 @@ Rows, each R runs (median, range), servers on core 0, ``pygw-loadgen fanout`` on
 - ``http``: pygw, ``POST /api/publish`` with an API key over 64 keep-alive connections;
 - ``redis-2-nodes``: two pygw processes sharing a real redis-server (all three on core 0),
   subscribers split over both, the publisher (WS) on the first; deliveries on the second node go
-  through Redis pub/sub.
+  through Redis pub/sub;
+- ``redis-cluster-2-nodes``: the same two nodes on a Redis Cluster of 3 primaries + 3 replicas
+  (``PYGW_REDIS_CLUSTER=true``; the gateways and the six redis-servers all on core 0): the
+  channel's publications cross the one shard that owns it (sharded pub/sub).
 
 Saturation runs publish as fast as the window allows (``--messages`` 1000 at 1k subscribers, 200
 at 10k): deliveries/s is the ceiling and latency there is mostly queueing. ``paced`` rows publish
@@ -44,6 +47,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--skip-paced", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -118,25 +122,33 @@ def main(argv: list[str]) -> int:
         finally:
             gw.stop()
 
+    def two_nodes(name: str, url: str, redis_pids: list[int], env: dict[str, str]) -> None:
+        """Rows ``name/<n>``: two gateways on ``url``, subscribers split over both."""
+        a = h.start_gateway(redis_url=url, env=env, name=f"fanout-{name}-a")
+        b = h.start_gateway(redis_url=url, env=env, name=f"fanout-{name}-b")
+        try:
+            pids = [h.gateway_pid(a), h.gateway_pid(b), *redis_pids]
+            urls = [m.ws_url(a.port), m.ws_url(b.port)]
+            for n in sizes:
+                msgs = MESSAGES.get(n, 200)
+                record(
+                    f"{name}/{n}",
+                    lambda n=n, msgs=msgs: m.fanout(
+                        urls, pids, subscribers=n, messages=msgs, creds=creds, pub_url=urls[0]
+                    ),
+                )
+        finally:
+            a.stop()
+            b.stop()
+
     if not args.skip_redis:
         with h.redis_server() as redis:
-            a = h.start_gateway(redis_url=redis.url, name="fanout-a")
-            b = h.start_gateway(redis_url=redis.url, name="fanout-b")
-            try:
-                assert redis.pid is not None
-                pids = [h.gateway_pid(a), h.gateway_pid(b), redis.pid]
-                urls = [m.ws_url(a.port), m.ws_url(b.port)]
-                for n in sizes:
-                    msgs = MESSAGES.get(n, 200)
-                    record(
-                        f"redis-2-nodes/{n}",
-                        lambda n=n, msgs=msgs: m.fanout(
-                            urls, pids, subscribers=n, messages=msgs, creds=creds, pub_url=urls[0]
-                        ),
-                    )
-            finally:
-                a.stop()
-                b.stop()
+            assert redis.pid is not None
+            two_nodes("redis-2-nodes", redis.url, [redis.pid], {})
+    if not args.skip_cluster:
+        with h.redis_cluster() as cluster:
+            cluster_env = {"PYGW_REDIS_CLUSTER": "true"}
+            two_nodes("redis-cluster-2-nodes", cluster.url, h.cluster_pids(cluster), cluster_env)
 
     results = {
         name: {k: h.summarize([r[k] for r in rs]) for k in rs[0]} for name, rs in runs.items()

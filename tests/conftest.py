@@ -1,4 +1,5 @@
-"""Shared fixtures: throw-away redis-servers and the storage backends under test."""
+"""Shared fixtures: throw-away redis-servers, a Redis Cluster, and the storage backends under
+test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from browser import browser  # noqa: F401 - a fixture for every test module
 from pygw.store.base import Storage
 from pygw.store.memory import MemoryStorage
 from pygw.store.redis import RedisStorage
+from redis_cluster import RedisClusterServers
 from redis_server import RedisServer
 
 
@@ -37,6 +39,28 @@ def clean_redis(shared_redis_server: RedisServer) -> Iterator[RedisServer]:
     yield shared_redis_server
 
 
+@pytest.fixture(scope="session")
+def shared_redis_cluster() -> Iterator[RedisClusterServers]:
+    """One Redis Cluster (3 primaries + 3 replicas) for the whole run; tests using it must not
+    stop its nodes (the failover tests start their own)."""
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A fresh Redis Cluster for this test alone (free to kill, pause or reshard its nodes)."""
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def clean_cluster(shared_redis_cluster: RedisClusterServers) -> Iterator[RedisClusterServers]:
+    """The shared cluster, emptied (every primary flushed) before the test."""
+    shared_redis_cluster.flushall()
+    yield shared_redis_cluster
+
+
 class StorageFactory(Protocol):
     def __call__(
         self,
@@ -48,9 +72,24 @@ class StorageFactory(Protocol):
     ) -> Awaitable[Storage]: ...
 
 
-@pytest.fixture(params=["memory", "redis"])
+BACKENDS = ["memory", "redis", "cluster"]
+"""Every backend kind: the embedded memory one, one Redis, a Redis Cluster."""
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def backend_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The (emptied) shared server or cluster of ``backend``; None for memory."""
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("clean_redis")
+        return server.url
+    if backend == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("clean_cluster")
+        return cluster.url
+    return None
 
 
 @pytest.fixture
@@ -59,13 +98,12 @@ async def make_storage(
 ) -> AsyncIterator[StorageFactory]:
     """Build started storages of the parametrized backend; all are closed after the test.
 
-    Redis storages use the (flushed) shared server unless ``url`` is given. The memory
-    backend's periodic sweep is slowed down so tests control when expired entries are dropped.
+    Redis storages use the (flushed) shared server or cluster unless ``url`` is given. The
+    memory backend's periodic sweep is slowed down so tests control when expired entries are
+    dropped.
     """
     created: list[Storage] = []
-    server: RedisServer | None = (
-        request.getfixturevalue("clean_redis") if backend == "redis" else None
-    )
+    shared_url = backend_url(backend, request)
 
     async def factory(
         *,
@@ -79,11 +117,12 @@ async def make_storage(
             kwargs.setdefault("sweep_interval", 3600.0)
             storage = MemoryStorage(session_ttl, **kwargs)
         else:
-            assert server is not None
+            assert shared_url is not None
             storage = RedisStorage(
-                url or server.url,
+                url or shared_url,
                 session_ttl=session_ttl,
                 batch_interval_ms=batch_interval_ms,
+                cluster=backend == "cluster",
                 **kwargs,
             )
         await storage.start()

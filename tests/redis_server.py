@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +39,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM a process this test run started and wait for it to exit (SIGKILL if stuck)."""
     if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
@@ -49,10 +51,18 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
 class RedisServer:
     """``RedisServer()`` starts at once; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, port: int | None = None, *, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        start_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pygw-redis-"))
         self.port = port or free_port()
         self._start_timeout = start_timeout
+        self.extra_args = list(extra_args)
+        """More ``--option value`` pairs (they win over the defaults above them)."""
         self._proc: subprocess.Popen[bytes] | None = None
         try:
             self._start_first(fixed_port=port is not None)
@@ -88,7 +98,7 @@ class RedisServer:
             return
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
-        args += ["--daemonize", "no", "--loglevel", "warning"]
+        args += ["--daemonize", "no", "--loglevel", "warning", *self.extra_args]
         log = (self.dir / "redis.log").open("ab")
         try:
             self._proc = subprocess.Popen(
@@ -115,6 +125,22 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def pause(self) -> None:
+        """SIGSTOP the server (it keeps its connections but answers nothing) until resume()."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: nothing is flushed) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server this object started and wait for it to exit (SIGKILL if stuck)."""

@@ -29,6 +29,7 @@ ENV_HELP = """\
 environment (flags win over these):
   HOST, PORT                      bind address (default 0.0.0.0:8000)
   REDIS_URL                       use Redis (shared by every node); unset = embedded memory backend
+  PYGW_REDIS_CLUSTER              true: REDIS_URL is any node of a Redis Cluster
   PYGW_WORKERS                    worker processes sharing the port (needs Redis when > 1)
   LOGGING_LEVEL                   DEBUG, INFO, WARNING, ERROR (default INFO)
   SECRET_KEY, ALGORITHM           JWT signing (HS256 default; RS256/ES256/EdDSA with
@@ -70,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         "without it pygw runs on its embedded memory backend (one node)",
     )
     serve.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="REDIS_URL names a node of a Redis Cluster (env PYGW_REDIS_CLUSTER)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         help="worker processes sharing the port with SO_REUSEPORT (env PYGW_WORKERS; default 1;"
@@ -98,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     create.add_argument("--redis-url", help="env REDIS_URL")
+    create.add_argument(
+        "--redis-cluster", action="store_true", default=None, help="env PYGW_REDIS_CLUSTER"
+    )
+
+    migrate = sub.add_parser(
+        "migrate-to-cluster",
+        help="copy a one-Redis deployment's data into a Redis Cluster",
+        description="Copy users, sessions, connection records, login state, routes and channel"
+        " history from one Redis (pygw's or the original gateway's keys) into a Redis Cluster,"
+        " under the cluster's hash-tagged key names, rebuilding the indexes. Idempotent: stop"
+        " the gateways' writes for the last run, then start them with PYGW_REDIS_CLUSTER=true.",
+    )
+    migrate.add_argument("--from", dest="source", required=True, help="the one Redis (URL)")
+    migrate.add_argument("--to", dest="target", required=True, help="any node of the cluster")
+    migrate.add_argument("--dry-run", action="store_true", help="count only, write nothing")
     return parser
 
 
@@ -114,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "users" and args.users_command == "create":
         return users_create(args)
+    if args.command == "migrate-to-cluster":
+        return migrate_to_cluster(args)
     parser.print_help()
     return 2
 
@@ -125,6 +149,7 @@ def serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             redis_url=args.redis_url,
+            redis_cluster=args.redis_cluster,
             workers=args.workers,
             logging_level=args.log_level,
         )
@@ -218,10 +243,28 @@ def supervise(settings: Settings) -> int:
     return exit_code
 
 
+# -- migrate-to-cluster -------------------------------------------------------------------------
+def migrate_to_cluster(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisClusterException, RedisError
+
+    from pygw.migrate import migrate_to_cluster as migrate
+
+    try:
+        report = asyncio.run(migrate(args.source, args.target, dry_run=args.dry_run))
+    except (RedisError, RedisClusterException, OSError) as exc:
+        print(f"pygw: migration failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    verb = "would copy" if args.dry_run else "copied"
+    print(f"{verb} from {args.source} to the cluster at {args.target}:")
+    for line in report.lines():
+        print(f"  {line}")
+    return 0
+
+
 # -- users create -------------------------------------------------------------------------------
 def users_create(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env(redis_url=args.redis_url)
+        settings = Settings.from_env(redis_url=args.redis_url, redis_cluster=args.redis_cluster)
     except ConfigError as exc:
         print(f"pygw: {exc}", file=sys.stderr)
         return 2

@@ -76,6 +76,11 @@ class Settings:
     logging_level: str = "INFO"
     batch_write_interval_ms: int = 100
     # --- pygw ---
+    redis_cluster: bool = False
+    """``REDIS_URL`` names a node of a Redis Cluster (sharded pub/sub, hash-tagged keys)."""
+    redis_wait_replicas: int = 1
+    """Redis Cluster: a write counts as done once this many replicas confirmed it (WAIT), when
+    its shard has a replica; 0 = the primary's acknowledgement is enough."""
     workers: int = 1
     gateway_id: str = ""
     public_url: str | None = None
@@ -201,6 +206,8 @@ class Settings:
         s.logging_level = get("LOGGING_LEVEL", s.logging_level)
         num("BATCH_WRITE_INTERVAL_MS", int, "batch_write_interval_ms")
 
+        s.redis_cluster = _flag(get("PYGW_REDIS_CLUSTER"))
+        num("PYGW_REDIS_WAIT_REPLICAS", int, "redis_wait_replicas")
         num("PYGW_WORKERS", int, "workers")
         s.gateway_id = get("PYGW_GATEWAY_ID", "")
         s.public_url = get("PYGW_PUBLIC_URL") or None
@@ -323,6 +330,10 @@ class Settings:
             raise ConfigError("PYGW_PASSWORD_MIN_LENGTH must be between 1 and 1024")
         if self.email_check not in ("strict", "off"):
             raise ConfigError("PYGW_EMAIL_CHECK must be strict or off")
+        if self.redis_cluster and not self.redis_url:
+            raise ConfigError("PYGW_REDIS_CLUSTER needs REDIS_URL (any node of the cluster)")
+        if self.redis_wait_replicas < 0:
+            raise ConfigError("PYGW_REDIS_WAIT_REPLICAS must be >= 0")
         if self.batch_write_interval_ms < 1:
             raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
         if self.algorithm.startswith("HS"):

@@ -78,8 +78,12 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
             client_name=f"pygw:{settings.gateway_id}",
             # Retry the final flush through a short outage, within the shutdown step's bound.
             close_flush_timeout=settings.shutdown_timeout * 0.8,
+            cluster=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
         )
-        broker: Broker = RedisBroker(settings.redis_url, node_id=settings.gateway_id)
+        broker: Broker = RedisBroker(
+            settings.redis_url, node_id=settings.gateway_id, cluster=settings.redis_cluster
+        )
         return storage, broker
     from pygw.broker.memory import MemoryBroker
     from pygw.store.memory import MemoryStorage

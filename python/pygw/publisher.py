@@ -27,11 +27,21 @@ from pygw.config import namespaces_from_env
 
 
 class Publisher:
-    def __init__(self, redis_url: str, *, namespaces: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        namespaces: list[dict[str, Any]] | None = None,
+        cluster: bool = False,
+    ) -> None:
+        """``cluster``: ``redis_url`` names a node of a Redis Cluster (as the gateways'
+        ``PYGW_REDIS_CLUSTER``)."""
         if namespaces is None:
             namespaces = namespaces_from_env()
         policy = ChannelPolicy(orjson.dumps(namespaces), True)
-        self._broker = RedisBroker(redis_url, node_id=f"publisher-{uuid.uuid4().hex[:8]}")
+        self._broker = RedisBroker(
+            redis_url, node_id=f"publisher-{uuid.uuid4().hex[:8]}", cluster=cluster
+        )
         self._publisher = ChannelPublisher(self._broker, policy)
 
     async def publish(self, channel: str, data: Any) -> Publication:

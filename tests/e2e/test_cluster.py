@@ -1,5 +1,6 @@
-"""Two gateway nodes sharing one real redis-server: delivery across nodes exactly once, pushes
-and disconnects reaching every node, recovery, presence, and surviving a Redis restart."""
+"""Two gateway nodes sharing one real redis-server, or a real Redis Cluster (3 primaries + 3
+replicas, ``PYGW_REDIS_CLUSTER=true``): delivery across nodes exactly once, pushes and
+disconnects reaching every node, recovery, presence, and surviving a Redis restart."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from wsclient import WS
 
 from conftest import new_account
 from gateway_process import GatewayProcess
+from redis_cluster import RedisClusterServers
 from redis_server import RedisServer
 
 API_KEY = "cluster-key"
@@ -30,18 +32,43 @@ ENV = {
 }
 
 
+CLUSTER_ENV = {**ENV, "PYGW_REDIS_CLUSTER": "true"}
+
+
 class Cluster:
-    def __init__(self, redis_server: RedisServer, a: GatewayProcess, b: GatewayProcess) -> None:
+    def __init__(
+        self, redis_server: RedisServer | None, a: GatewayProcess, b: GatewayProcess
+    ) -> None:
         self.redis = redis_server
+        """The one redis-server (None on a Redis Cluster)."""
         self.a = a
         self.b = b
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def two_nodes(url: str, env: dict[str, str], tmp_path: Path) -> tuple[GatewayProcess, ...]:
+    a = GatewayProcess(redis_url=url, env=env, log_path=tmp_path / "a.log").start()
+    try:
+        b = GatewayProcess(redis_url=url, env=env, log_path=tmp_path / "b.log").start()
+    except BaseException:
+        a.stop()
+        raise
+    return a, b
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Two nodes on a fresh redis-server, or on the shared (flushed) Redis Cluster."""
+    if request.param == "cluster":
+        shared: RedisClusterServers = request.getfixturevalue("clean_cluster")
+        a, b = two_nodes(shared.url, CLUSTER_ENV, tmp_path)
+        try:
+            yield Cluster(None, a, b)
+        finally:
+            a.stop()
+            b.stop()
+        return
     with RedisServer() as server:
-        a = GatewayProcess(redis_url=server.url, env=ENV, log_path=tmp_path / "a.log").start()
-        b = GatewayProcess(redis_url=server.url, env=ENV, log_path=tmp_path / "b.log").start()
+        a, b = two_nodes(server.url, ENV, tmp_path)
         try:
             yield Cluster(server, a, b)
         finally:
@@ -144,7 +171,9 @@ async def test_presence_is_cluster_wide(cluster: Cluster) -> None:
     assert conns["cluster_connections"] is not None
 
 
+@pytest.mark.parametrize("cluster", ["redis"], indirect=True)  # a cluster: failover tests
 async def test_delivery_resumes_after_redis_restart(cluster: Cluster) -> None:
+    assert cluster.redis is not None
     with httpx.Client(base_url=cluster.a.url) as http:
         user = new_account(http)
     with redis.Redis.from_url(cluster.redis.url) as r:

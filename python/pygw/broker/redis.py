@@ -1,14 +1,16 @@
-"""Redis broker: publications and control messages reach every node through Redis pub/sub.
+"""Redis broker: publications and control messages reach every node through Redis pub/sub
+(sharded pub/sub on a Redis Cluster).
 
 A publication is one Lua script (one round trip): it assigns the channel's next offset, appends
-to the channel's history list if configured, builds the client frame once and PUBLISHes it with a
-small ``<offset>:<publish µs>:`` prefix. Every node subscribed to the channel — the publishing
-node included — receives it exactly once and hands the frame to uWS untouched.
+to the channel's history list if configured, builds the client frame once and PUBLISHes it
+(SPUBLISHes on a cluster, in the channel's own slot) with a small ``<offset>:<publish µs>:``
+prefix. Every node subscribed to the channel — the publishing node included — receives it
+exactly once and hands the frame to uWS untouched.
 
-Keys (all under ``pygw:``): ``pygw:chmeta:{channel}`` hash (epoch, offset, ttl),
-``pygw:hist:{channel}`` list of ``<offset>:<µs>:<data>``, ``pygw:presence:{channel}`` hash
-client -> JSON, ``pygw:node:{id}`` heartbeat with the node's stats, ``pygw:nodes`` set.
-Pub/sub channels: ``pygw:ch:{channel}`` and ``pygw:control``.
+Pushes to a user (``user:<id>``) go to one of a fixed set of user-shard channels that every node
+subscribes to at start, so a connection needs no subscription of its own (see ``_layout``).
+
+Keys and channels: see :mod:`pygw.broker._layout`.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ from typing import Any
 import orjson
 
 from pygw._native import encode_message
+from pygw.broker._layout import CLUSTER, SINGLE
 from pygw.broker.base import Broker, BrokerHandler, Publication, Recovery
 from pygw.broker.pubsub import PubSubLink
+from pygw.broker.sharded import ShardedPubSub
 from pygw.core import control
-from pygw.core.channels import PLAIN_PUBLISH, PublishOptions
+from pygw.core.channels import PLAIN_PUBLISH, PublishOptions, is_user_channel
 from pygw.core.errors import BackendUnavailable
 from pygw.redis_client import LuaScript, connect, unavailable_on_error
 
 log = logging.getLogger("pygw.broker")
 
-CONTROL = b"pygw:control"
-CHANNEL_PREFIX = b"pygw:ch:"
 META_TTL = 7 * 86400
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 15
@@ -65,7 +67,7 @@ if ARGV[8] == '1' then
 else
   envelope = '{"type":"message","channel":' .. ARGV[1] .. ',"data":' .. ARGV[2] .. '}'
 end
-redis.call('PUBLISH', ARGV[6], offset .. ':' .. ARGV[5] .. ':' .. envelope)
+redis.call(ARGV[10], ARGV[6], offset .. ':' .. ARGV[5] .. ':' .. envelope)
 return {offset, epoch}
 """,
 )
@@ -82,21 +84,37 @@ def _new_epoch() -> str:
 class RedisBroker(Broker):
     name = "redis"
 
-    def __init__(self, url: str, *, node_id: str, socket_timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, node_id: str, cluster: bool = False, socket_timeout: float = 2.0
+    ) -> None:
         self.url = url
         self.node_id = node_id
+        self.keys = CLUSTER if cluster else SINGLE
         self.redis = connect(
-            url, socket_timeout=socket_timeout, client_name=f"pygw-broker:{node_id}"
+            url,
+            cluster=cluster,
+            socket_timeout=socket_timeout,
+            client_name=f"pygw-broker:{node_id}",
         )
         self._handler: BrokerHandler | None = None
-        self._link = PubSubLink(url, self._on_message, self._on_reconnect)
+        self._link: PubSubLink | ShardedPubSub = (
+            ShardedPubSub(url, self._on_message, self._on_reconnect)
+            if cluster
+            else PubSubLink(url, self._on_message, self._on_reconnect)
+        )
+        self._user_shards = self.keys.user_shards
         self._heartbeat: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, handler: BrokerHandler) -> None:
+        """Subscribe to the control channel and every user-shard channel (waiting up to the
+        connect timeout; the link keeps trying in the background if Redis is away)."""
         self._handler = handler
-        await self._link.start({CONTROL})
+        await self._link.start({self.keys.control, *self._user_shards})
+        # Alive before anything else hears of this node: presence entries of a node without a
+        # heartbeat are dropped as stale by the others.
+        await self._beat_once()
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def close(self) -> None:
@@ -105,32 +123,43 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         with contextlib.suppress(Exception):
-            await self.redis.delete(f"pygw:node:{self.node_id}")
-            await self.redis.srem("pygw:nodes", self.node_id)
+            await self.redis.delete(self.keys.node(self.node_id))
+            await self.redis.srem(self.keys.nodes, self.node_id)
         await self._link.close()
         await self.redis.aclose()
         self._handler = None
 
     async def _beat(self) -> None:
-        key = f"pygw:node:{self.node_id}"
         while True:
-            stats = self.stats_provider() if self.stats_provider is not None else {}
-            stats["ts"] = time.time()
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(key, orjson.dumps(stats), ex=HEARTBEAT_TTL)
-                    pipe.sadd("pygw:nodes", self.node_id)
-                    await pipe.execute()
-            except Exception as exc:  # Redis away: try again next beat
-                log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
+            await self._beat_once()
+
+    async def _beat_once(self) -> None:
+        """Write this node's heartbeat (its stats, with a TTL) and its entry in the node set."""
+        key = self.keys.node(self.node_id)
+        stats = self.stats_provider() if self.stats_provider is not None else {}
+        stats["ts"] = time.time()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(key, orjson.dumps(stats), ex=HEARTBEAT_TTL)
+                pipe.sadd(self.keys.nodes, self.node_id)
+                await pipe.execute()
+        except Exception as exc:  # Redis away: try again next beat
+            log.debug("heartbeat failed: %s", exc)
 
     # -- incoming ----------------------------------------------------------------------------------
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         handler = self._handler
         if handler is None:
             return
-        if channel == CONTROL:
+        if channel in self._user_shards:  # <offset>:<µs>:<name length>:<user channel><frame>
+            _zero, published, rest = payload.split(b":", 2)
+            size, rest = rest.split(b":", 1)
+            n = int(size)
+            name = rest[:n].decode()
+            handler.on_publication(name, 0, rest[n:], int(published))
+            return
+        if channel == self.keys.control:
             message = control.decode(payload)
             if isinstance(message, control.Query):
                 answer = handler.answer(message.name, message.args)
@@ -145,8 +174,7 @@ class RedisBroker(Broker):
                 log.warning("ignoring a control message this node does not understand")
             return
         offset, published, envelope = payload.split(b":", 2)
-        name = channel[len(CHANNEL_PREFIX) :].decode()
-        handler.on_publication(name, int(offset), envelope, int(published))
+        handler.on_publication(self.keys.channel_of(channel), int(offset), envelope, int(published))
 
     def _on_reconnect(self) -> None:
         if self._handler is not None:
@@ -155,7 +183,13 @@ class RedisBroker(Broker):
     # -- control -----------------------------------------------------------------------------------
     async def publish_control(self, message: control.ControlMessage) -> None:
         with unavailable_on_error("control"):
-            await self.redis.publish(CONTROL, control.encode(message, self.node_id))
+            await self._publish_raw(self.keys.control, control.encode(message, self.node_id))
+
+    async def _publish_raw(self, target: bytes, payload: bytes) -> None:
+        if self.keys.cluster:
+            await self.redis.spublish(target, payload)
+        else:
+            await self.redis.publish(target, payload)
 
     async def _reply(self, key: str, answer: dict[str, Any]) -> None:
         try:
@@ -193,12 +227,19 @@ class RedisBroker(Broker):
         data_json: bytes,
         options: PublishOptions = PLAIN_PUBLISH,
     ) -> Publication:
-        target = CHANNEL_PREFIX + channel.encode()
         now_us = time.time_ns() // 1000
+        if is_user_channel(channel):
+            envelope = encode_message(channel, data_json, None)
+            name = channel.encode()
+            payload = b"0:%d:%d:%s%s" % (now_us, len(name), name, envelope)
+            with unavailable_on_error("publish"):
+                await self._publish_raw(self.keys.user_shard(channel), payload)
+            return Publication(0, "", envelope)
+        target = self.keys.pubsub(channel)
         if not options.with_offset:
             envelope = encode_message(channel, data_json, None)
             with unavailable_on_error("publish"):
-                await self.redis.publish(target, b"0:%d:%s" % (now_us, envelope))
+                await self._publish_raw(target, b"0:%d:%s" % (now_us, envelope))
             return Publication(0, "", envelope)
         args = (
             orjson.dumps(channel),
@@ -210,32 +251,40 @@ class RedisBroker(Broker):
             _new_epoch(),
             1,
             META_TTL,
+            self.keys.publish_command,
         )
-        keys = (f"pygw:chmeta:{channel}", f"pygw:hist:{channel}")
+        keys = (self.keys.meta(channel), self.keys.history(channel))
         with unavailable_on_error("publish"):
             offset, epoch = await PUBLISH.run(self.redis, keys, args)
         epoch_s = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         return Publication(int(offset), epoch_s, encode_message(channel, data_json, int(offset)))
 
     async def subscribe(self, channel: str) -> None:
+        """A user channel needs no subscription of its own: this returns at once (without
+        suspending) while the link carrying its user shard is up, else waits for it."""
+        target = self.keys.user_shard(channel) if is_user_channel(channel) else None
+        if target is not None and self._link.is_confirmed(target):
+            return
         try:
-            await self._link.subscribe(CHANNEL_PREFIX + channel.encode())
-        except TimeoutError:
+            await self._link.subscribe(target or self.keys.pubsub(channel))
+        except (TimeoutError, ConnectionError):
             raise BackendUnavailable("Redis pub/sub unavailable (subscribe timed out)") from None
 
     async def unsubscribe(self, channel: str) -> None:
-        self._link.unsubscribe(CHANNEL_PREFIX + channel.encode())
+        if not is_user_channel(channel):  # user shards stay subscribed
+            self._link.unsubscribe(self.keys.pubsub(channel))
 
     async def _meta(self, channel: str, with_history: bool) -> tuple[str, int, float, list[bytes]]:
         """(epoch, top, ttl seconds, raw history entries); creates the epoch if missing."""
-        meta = f"pygw:chmeta:{channel}"
+        meta = self.keys.meta(channel)
         with unavailable_on_error("history"):
-            pipe = self.redis.pipeline(transaction=True)
+            # One slot on a cluster too: the pipeline goes to one node, in order.
+            pipe = self.redis.pipeline(transaction=not self.keys.cluster)
             pipe.hsetnx(meta, "epoch", _new_epoch())
             pipe.expire(meta, META_TTL, nx=True)
             pipe.hmget(meta, "epoch", "offset", "ttl")
             if with_history:
-                pipe.lrange(f"pygw:hist:{channel}", 0, -1)
+                pipe.lrange(self.keys.history(channel), 0, -1)
             results = await pipe.execute()
         epoch, top, ttl_ms = results[2]
         entries = results[3] if with_history else []
@@ -280,17 +329,17 @@ class RedisBroker(Broker):
     # -- nodes and presence ------------------------------------------------------------------------
     async def nodes(self) -> dict[str, dict[str, Any]]:
         with unavailable_on_error("nodes"):
-            ids = sorted(_text(m) for m in await self.redis.smembers("pygw:nodes"))
+            ids = sorted(_text(m) for m in await self.redis.smembers(self.keys.nodes))
             if not ids:
                 return {}
-            values = await self.redis.mget([f"pygw:node:{i}" for i in ids])
+            values = await self.redis.mget([self.keys.node(i) for i in ids])
             dead = [i for i, v in zip(ids, values, strict=True) if v is None]
             if dead:
-                await self.redis.srem("pygw:nodes", *dead)
+                await self.redis.srem(self.keys.nodes, *dead)
         return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     async def presence_join(self, channel: str, client_id: str, info: dict[str, Any]) -> None:
-        key = f"pygw:presence:{channel}"
+        key = self.keys.presence(channel)
         with unavailable_on_error("presence"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hset(key, client_id, orjson.dumps({**info, "node": self.node_id}))
@@ -299,15 +348,15 @@ class RedisBroker(Broker):
 
     async def presence_leave(self, channel: str, client_id: str) -> None:
         with unavailable_on_error("presence"):
-            await self.redis.hdel(f"pygw:presence:{channel}", client_id)
+            await self.redis.hdel(self.keys.presence(channel), client_id)
 
     async def presence(self, channel: str) -> dict[str, dict[str, Any]]:
-        key = f"pygw:presence:{channel}"
+        key = self.keys.presence(channel)
         with unavailable_on_error("presence"):
             raw = await self.redis.hgetall(key)
             members = {_text(k): orjson.loads(v) for k, v in raw.items()}
             nodes = sorted({str(m.get("node")) for m in members.values()})
-            alive = await self.redis.mget([f"pygw:node:{n}" for n in nodes]) if nodes else []
+            alive = await self.redis.mget([self.keys.node(n) for n in nodes]) if nodes else []
             dead = {n for n, v in zip(nodes, alive, strict=True) if v is None and n != self.node_id}
             stale = [k for k, m in members.items() if str(m.get("node")) in dead]
             if stale:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from pygw._native import RateLimiter
 from pygw.config import Settings
 from pygw.core.errors import TooManyRequests
@@ -29,6 +27,7 @@ from pygw.core.netaddr import ip_key
 from pygw.core.rates import RATE_CLASSES, SHARED_CLASSES, Rate, parse_rate
 from pygw.limits.buckets import Bucket, MemoryBucket, RedisBucket, redis_client
 from pygw.metrics import Metrics
+from pygw.redis_client import Client, close_client
 
 __all__ = ["Bucket", "Limits", "MemoryBucket", "RedisBucket", "redis_client"]
 
@@ -52,11 +51,13 @@ class Limits:
         self.rates: dict[str, Rate | None] = {
             cls: parse_rate(getattr(settings, f"rate_{cls}")) for cls in RATE_CLASSES
         }
-        self.client: Redis | None = None
+        self.client: Client | None = None
         self.buckets: dict[str, Bucket] = {}
         shared = [cls for cls in SHARED_CLASSES if self.rates[cls] is not None]
         if settings.redis_url and shared:
-            self.client = redis_client(settings.redis_url, f"pygw:{settings.gateway_id}:rl")
+            self.client = redis_client(
+                settings.redis_url, f"pygw:{settings.gateway_id}:rl", settings.redis_cluster
+            )
         for cls in shared:
             rate = self.rates[cls]
             assert rate is not None
@@ -141,7 +142,6 @@ class Limits:
         if self.client is not None:
             client, self.client = self.client, None
             try:
-                await client.aclose()
-                await client.connection_pool.disconnect()
+                await close_client(client)
             except Exception as exc:  # closing a pool to a dead Redis must not fail shutdown
                 log.debug("closing the rate-limit Redis client: %r", exc)

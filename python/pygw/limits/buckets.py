@@ -15,12 +15,11 @@ import math
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pygw._native import RateLimiter
 from pygw.core.rates import Rate
-from pygw.redis_client import UNREACHABLE, LuaScript, connect
+from pygw.redis_client import UNREACHABLE, Client, LuaScript, connect
 
 log = logging.getLogger("pygw.limits")
 
@@ -110,7 +109,7 @@ class RedisBucket:
 
     shared = True
 
-    def __init__(self, cls: str, rate: Rate, client: Redis, local: MemoryBucket) -> None:
+    def __init__(self, cls: str, rate: Rate, client: Client, local: MemoryBucket) -> None:
         self.cls = cls
         self.rate = rate
         self.client = client
@@ -163,9 +162,14 @@ class RedisBucket:
             )
 
 
-def redis_client(url: str, name: str | None = None) -> Redis:
+def redis_client(url: str, name: str | None = None, cluster: bool = False) -> Client:
     """The limiter's own client: short timeouts, so a slow Redis costs a check at most half a
-    second before it falls back to the in-process limiter."""
+    second before it falls back to the in-process limiter. Its keys are one per script call,
+    so a Redis Cluster needs nothing else."""
     return connect(
-        url, socket_timeout=REDIS_TIMEOUT, client_name=name, max_connections=REDIS_CONNECTIONS
+        url,
+        cluster=cluster,
+        socket_timeout=REDIS_TIMEOUT,
+        client_name=name,
+        max_connections=REDIS_CONNECTIONS,
     )

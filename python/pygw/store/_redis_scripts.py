@@ -1,7 +1,9 @@
 """Lua scripts of the Redis backend (run with :class:`pygw.redis_client.LuaScript`).
 
-Scripts touch keys derived from stored values (a session's owner, a user's sessions), so they
-assume a single Redis instance (or one hash slot); that is the original gateway's deployment too.
+Every script's KEYS share one hash slot in the cluster layout (see ``_layout``). On one Redis
+some scripts also maintain an index in another key derived from a stored value (a session's
+owner, a user's sessions): they get that key's prefix in ARGV. On a cluster the prefix is ''
+and the script returns what the caller must still write in the other slot instead.
 """
 
 from __future__ import annotations
@@ -139,26 +141,34 @@ GET_SESSION = LuaScript(
     "get_session",
     r"""
 -- KEYS: sessions:{sid}, expiry index, owner hash
--- ARGV: ttl_ms, expiry score, sid, user-sessions key prefix, now
+-- ARGV: ttl_ms, expiry score, sid, user-sessions key prefix ('' = leave it to the caller), now
 -- Reads the session and refreshes its TTL. A session pygw has never indexed (written by the
--- original gateway) is adopted into the indexes here.
+-- original gateway, or copied by a migration) is adopted into the indexes here.
+-- Returns false, or {value, owner the caller must index ('' = nothing to do)}.
 local v = redis.call('GETEX', KEYS[1], 'PX', ARGV[1])
 if not v then return false end
+local adopt = ''
 if redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   local ok, doc = pcall(cjson.decode, v)
   if ok and type(doc) == 'table' and type(doc.user_id) == 'string' then
-    redis.call('ZADD', ARGV[4] .. doc.user_id, 'NX', ARGV[5], ARGV[3])
     redis.call('HSET', KEYS[3], ARGV[3], doc.user_id)
+    if ARGV[4] ~= '' then
+      redis.call('ZADD', ARGV[4] .. doc.user_id, 'NX', ARGV[5], ARGV[3])
+    else
+      adopt = doc.user_id
+    end
   end
 end
-return v
+return {v, adopt}
 """,
 )
 
 DELETE_SESSION = LuaScript(
     "delete_session",
     r"""
--- KEYS: sessions:{sid}, expiry index, owner hash;  ARGV: sid, user-sessions key prefix
+-- KEYS: sessions:{sid}, expiry index, owner hash
+-- ARGV: sid, user-sessions key prefix ('' = leave the owner's index to the caller)
+-- Returns {keys deleted, owner ('' if unknown)}.
 local owner = redis.call('HGET', KEYS[3], ARGV[1])
 if not owner then
   local v = redis.call('GET', KEYS[1])
@@ -167,10 +177,10 @@ if not owner then
     if ok and type(doc) == 'table' and type(doc.user_id) == 'string' then owner = doc.user_id end
   end
 end
-if owner then redis.call('ZREM', ARGV[2] .. owner, ARGV[1]) end
+if owner and ARGV[2] ~= '' then redis.call('ZREM', ARGV[2] .. owner, ARGV[1]) end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('DEL', KEYS[1])
+return {redis.call('DEL', KEYS[1]), owner or ''}
 """,
 )
 
@@ -178,16 +188,26 @@ CLEANUP_SESSIONS = LuaScript(
     "cleanup_sessions",
     r"""
 -- KEYS: expiry index, owner hash
--- ARGV: now, batch limit, user-sessions key prefix, sessions key prefix
--- Returns {dropped, scanned}. Entries whose key is still alive (TTL refreshed by another
+-- ARGV: now, batch limit, user-sessions key prefix ('' = leave it to the caller),
+--       prefix of this index's session keys
+-- Returns {dropped, scanned, {sid, owner, ...} of the dropped sessions the caller must still
+-- remove from their owner's index}. Entries whose key is still alive (TTL refreshed by another
 -- writer) are re-scored instead of dropped.
 local sids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local dropped = 0
+local left = {}
 for _, sid in ipairs(sids) do
   local pttl = redis.call('PTTL', ARGV[4] .. sid)
   if pttl == -2 then
     local owner = redis.call('HGET', KEYS[2], sid)
-    if owner then redis.call('ZREM', ARGV[3] .. owner, sid) end
+    if owner then
+      if ARGV[3] ~= '' then
+        redis.call('ZREM', ARGV[3] .. owner, sid)
+      else
+        left[#left + 1] = sid
+        left[#left + 1] = owner
+      end
+    end
     redis.call('HDEL', KEYS[2], sid)
     redis.call('ZREM', KEYS[1], sid)
     dropped = dropped + 1
@@ -197,17 +217,18 @@ for _, sid in ipairs(sids) do
     redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + pttl / 1000, sid)
   end
 end
-return {dropped, #sids}
+return {dropped, #sids, left}
 """,
 )
 
 CREATE_USER = LuaScript(
     "create_user",
     r"""
--- KEYS: users:{u}, user index;  ARGV: username, field, value, ...
+-- KEYS: users:{u}[, user index (one Redis; on a cluster the caller adds the name first)]
+-- ARGV: username, field, value, ...
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('SADD', KEYS[2], ARGV[1])
+if #KEYS > 1 then redis.call('SADD', KEYS[2], ARGV[1]) end
 return 1
 """,
 )
@@ -225,35 +246,45 @@ return 1
 DELETE_USER = LuaScript(
     "delete_user",
     r"""
--- KEYS: users:{u}, user's session index, expiry index, owner hash, connections:{u},
---       user's family set, user's current family, user index
+-- KEYS: users:{u}, user's session index, connections:{u}, user's family set, user's current
+--       family (the user's slot), then on one Redis only: expiry index, owner hash, user index
 -- ARGV: username, sessions key prefix, family key prefix
--- Returns {user existed (0/1), {deleted session ids}}.
+-- Returns {user existed (0/1), {the user's session ids}, {the user's family ids}}. With 5 KEYS
+-- (a cluster) the sessions, families and the user index are left to the caller.
 local sids = redis.call('ZRANGE', KEYS[2], 0, -1)
-for _, sid in ipairs(sids) do
-  redis.call('DEL', ARGV[2] .. sid)
-  redis.call('ZREM', KEYS[3], sid)
-  redis.call('HDEL', KEYS[4], sid)
+local families = redis.call('SMEMBERS', KEYS[4])
+if #KEYS > 5 then
+  for _, sid in ipairs(sids) do
+    redis.call('DEL', ARGV[2] .. sid)
+    redis.call('ZREM', KEYS[6], sid)
+    redis.call('HDEL', KEYS[7], sid)
+  end
+  for _, f in ipairs(families) do redis.call('DEL', ARGV[3] .. f) end
+  redis.call('SREM', KEYS[8], ARGV[1])
 end
-for _, f in ipairs(redis.call('SMEMBERS', KEYS[6])) do redis.call('DEL', ARGV[3] .. f) end
-redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7])
-redis.call('SREM', KEYS[8], ARGV[1])
-return {redis.call('DEL', KEYS[1]), sids}
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return {redis.call('DEL', KEYS[1]), sids, families}
 """,
 )
 
 CREATE_FAMILY = LuaScript(
     "create_family",
     r"""
--- KEYS: family hash, user's current family, user's family set
+-- KEYS: one Redis: family hash, user's current family, user's family set;
+--       a cluster (two calls, two slots): the family hash, then the other two.
 -- ARGV: expires_at (unix s), family id, field, value, ...
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIREAT', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[2])
-if redis.call('EXPIRETIME', KEYS[3]) < tonumber(ARGV[1]) then
-  redis.call('EXPIREAT', KEYS[3], ARGV[1])
+local current = 1
+if #KEYS ~= 2 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+  redis.call('EXPIREAT', KEYS[1], ARGV[1])
+  if #KEYS == 1 then return 1 end
+  current = 2
+end
+redis.call('SET', KEYS[current], ARGV[2], 'EXAT', ARGV[1])
+redis.call('SADD', KEYS[current + 1], ARGV[2])
+if redis.call('EXPIRETIME', KEYS[current + 1]) < tonumber(ARGV[1]) then
+  redis.call('EXPIREAT', KEYS[current + 1], ARGV[1])
 end
 return 1
 """,
@@ -287,16 +318,6 @@ local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return false end
 redis.call('HSET', KEYS[1], 'revoked', '1')
 return h
-""",
-)
-
-CURRENT_FAMILY = LuaScript(
-    "current_family",
-    r"""
--- KEYS: user's current family;  ARGV: family key prefix.  Returns {family id, field list} or nil.
-local f = redis.call('GET', KEYS[1])
-if not f then return false end
-return {f, redis.call('HGETALL', ARGV[1] .. f)}
 """,
 )
 
@@ -337,6 +358,5 @@ ALL_SCRIPTS = (
     CREATE_FAMILY,
     ROTATE_REFRESH,
     REVOKE_FAMILY,
-    CURRENT_FAMILY,
     CLEAR_CURRENT_FAMILY,
 )

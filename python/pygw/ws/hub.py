@@ -82,6 +82,7 @@ class Hub:
         self.node_id = settings.gateway_id
         self.tokens = tokens
         self.storage = storage
+        self.broker = broker
         self.limits = limits
         self.client_address = client_address
         self.origins = OriginMatcher(settings.ws_allowed_origins)
@@ -232,8 +233,10 @@ class Hub:
             gen=claims.gen,
             jti=claims.jti,
         )
-        # Be reachable by pushes before the client learns it is connected.
-        await self.subscriptions.acquire(user_channel(conn.user_id))
+        # Be reachable by pushes before the client learns it is connected: user channels need
+        # no subscription of their own (the broker's user shards are subscribed at start), so
+        # this returns without suspending unless the broker's link is down.
+        await self.broker.subscribe(user_channel(conn.user_id))
         return conn
 
     def on_open(self, conn: Connection) -> None:
@@ -287,7 +290,6 @@ class Hub:
         self.metrics.ws_closes[close_code_label(code)] += 1
         if last:
             self.tasks.spawn(self._mark_offline(conn))
-        self.subscriptions.release(user_channel(conn.user_id))
         self.subscriptions.leave_all(conn)
 
     async def _mark_offline(self, conn: Connection) -> None:
