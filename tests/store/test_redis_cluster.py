@@ -67,7 +67,9 @@ async def test_key_layout_keeps_each_scripts_keys_in_one_slot(
     session = new_session("alice")
     await node.create_session(session)
     await node.update_session(session.session_id, data={"api_key": "k"})
-    await node.set_connection("alice", ConnectionRecord(session.session_id, "gw", True, now_iso()))
+    await node.set_connection(
+        "alice", ConnectionRecord(session.session_id, "gw", True, time.time())
+    )
     await node.flush()
     exp = int(time.time()) + 60
     await node.create_family(RefreshFamily("fam", "alice", session.session_id, "r", "a", exp, exp))
@@ -105,7 +107,7 @@ async def test_connection_records_grouped_by_slot(
     """A connect storm on a cluster: records of users in different slots cannot share a script
     call, so each call takes one slot's users; all land, and another node reads them."""
     node, other = await make_node(), await make_node()
-    seen = now_iso()
+    seen = time.time()
     users = [f"u{i}" for i in range(1001)]
     for name in users:
         await node.set_connection(name, ConnectionRecord(f"s-{name}", "gw-1", True, seen))
