@@ -20,14 +20,8 @@ from pygw.core.errors import TooManyRequests
 from pygw.core.netaddr import ClientAddress, ip_key
 from pygw.core.rates import Rate, parse_rate
 from pygw.http.errors import from_domain
-from pygw.limits import (
-    LOGIN_SLOWDOWN_MAX,
-    Limits,
-    MemoryBucket,
-    RedisBucket,
-    login_key,
-    redis_client,
-)
+from pygw.limits import LOGIN_SLOWDOWN_MAX, Limits, MemoryBucket, login_key
+from pygw.limits.shared import RedisBucket, redis_client
 from pygw.metrics import Metrics
 from redis_server import RedisServer, free_port
 

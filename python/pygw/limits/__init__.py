@@ -12,24 +12,28 @@
 - ``ws_connect`` WebSocket upgrades per client IP
 - ``ws_message`` client WebSocket messages per connection (always in-process, native)
 
-The buckets themselves (in-process or shared through Redis) are in :mod:`pygw.limits.buckets`.
+The buckets themselves are in :mod:`pygw.limits.buckets` (in-process) and
+:mod:`pygw.limits.shared` (through Redis, imported only when a Redis URL is set).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from pygw._native import RateLimiter
 from pygw.config import Settings
 from pygw.core.errors import TooManyRequests
 from pygw.core.netaddr import ip_key
 from pygw.core.rates import RATE_CLASSES, SHARED_CLASSES, Rate, parse_rate
-from pygw.limits.buckets import Bucket, MemoryBucket, RedisBucket, redis_client
+from pygw.limits.buckets import Bucket, MemoryBucket
 from pygw.metrics import Metrics
-from pygw.redis_client import Client, close_client
 
-__all__ = ["Bucket", "Limits", "MemoryBucket", "RedisBucket", "redis_client"]
+if TYPE_CHECKING:
+    from pygw.redis_client import Client
+
+__all__ = ["Bucket", "Limits", "MemoryBucket"]
 
 log = logging.getLogger("pygw.limits")
 
@@ -55,6 +59,8 @@ class Limits:
         self.buckets: dict[str, Bucket] = {}
         shared = [cls for cls in SHARED_CLASSES if self.rates[cls] is not None]
         if settings.redis_url and shared:
+            from pygw.limits.shared import RedisBucket, redis_client
+
             self.client = redis_client(
                 settings.redis_url, f"pygw:{settings.gateway_id}:rl", settings.redis_cluster
             )
@@ -140,6 +146,8 @@ class Limits:
 
     async def close(self) -> None:
         if self.client is not None:
+            from pygw.redis_client import close_client
+
             client, self.client = self.client, None
             try:
                 await close_client(client)
