@@ -22,6 +22,9 @@ share a slot, and what spans two slots is written in two steps (see ``_layout``)
 ``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
 ``pygw:token_floors``              hash    username -> ``<gen>:<until>`` token generation
                                            floors (see RedisStorage.raise_token_floor)
+``pygw:gateway_users:{id}``        set     users whose connection record says online on
+                                           gateway ``id`` (see RedisStorage.reap_connections)
+``pygw:gateways``                  set     gateway ids that have such a set
 =================================  ======  ==============================================
 
 Session updates are write-behind: see :meth:`RedisStorage.update_session`.
@@ -42,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -689,6 +692,7 @@ class RedisStorage(Storage):
                 calls.append((keys, args))
                 call_users.append(chunk)
         try:
+            await self._index_gateway_users(batch)
             results = await lua.SET_CONNECTIONS.run_many(self._redis, calls, self._replication)
             failed = next(
                 (
@@ -716,6 +720,48 @@ class RedisStorage(Storage):
                     unconfirmed += 1
         self._end_outage()
         self._note_unconfirmed(unconfirmed, "connection record(s)")
+
+    async def _index_gateway_users(self, batch: dict[str, ConnectionRecord]) -> None:
+        """Before the records: who is online on which gateway (see :meth:`reap_connections`).
+        A user who went offline or moved stays in the old set until a reap checks the record."""
+        keys = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        online: dict[str, list[str]] = {}
+        offline: dict[str, list[str]] = {}
+        for username, record in batch.items():
+            side = online if record.ws_connected else offline
+            side.setdefault(record.gateway_id, []).append(username)
+        for gateway, users in online.items():
+            pipe.sadd(keys.gateways, gateway)
+            pipe.sadd(keys.gateway_users(gateway), *users)
+        for gateway, users in offline.items():
+            pipe.srem(keys.gateway_users(gateway), *users)
+        await pipe.execute()
+
+    async def reap_connections(self, live: Collection[str]) -> int:
+        keys = self._keys
+        marked = 0
+        with unavailable_on_error("reap_connections"):
+            gateways = set(map(str, await self._redis.smembers(keys.gateways)))
+            for gateway in sorted(gateways - set(live)):
+                index = keys.gateway_users(gateway)
+                users = sorted(map(str, await self._redis.smembers(index)))
+                now = repr(time.time())
+                for i in range(0, len(users), _CLEANUP_BATCH):
+                    chunk = users[i : i + _CLEANUP_BATCH]
+                    calls: list[ScriptCall] = [
+                        ([keys.connection(u)], [gateway, now]) for u in chunk
+                    ]
+                    for result in await lua.MARK_OFFLINE.run_many(self._redis, calls):
+                        if isinstance(result, Exception):
+                            raise result
+                        marked += int(result)
+                    await self._redis.srem(index, *chunk)
+                if not await self._redis.scard(index):
+                    await self._redis.srem(keys.gateways, gateway)
+        if marked:
+            log.warning("marked %d user(s) of dead gateway(s) offline", marked)
+        return marked
 
     def _note_unconfirmed(self, count: int, what: str) -> None:
         if count and not self._unconfirmed:

@@ -292,6 +292,28 @@ class Hub:
             self.tasks.spawn(self._mark_offline(conn))
         self.subscriptions.leave_all(conn)
 
+    async def rewrite_connection_records(self) -> int:
+        """Write every connected user's record again (online, on this node): after a Redis
+        outage the records may have been lost, or marked offline by another node that took
+        this one for dead. Returns how many users."""
+        now = time.time()
+        users = list(self.registry.users.items())
+        for user_id, conns in users:
+            if not conns:
+                continue
+            first = min(conns, key=lambda c: c.connected_at)
+            await self.storage.set_connection(
+                user_id,
+                ConnectionRecord(
+                    session_id=first.session_id,
+                    gateway_id=self.node_id,
+                    ws_connected=True,
+                    last_seen=now,
+                    connected_at=first.connected_at,
+                ),
+            )
+        return len(users)
+
     async def _mark_offline(self, conn: Connection) -> None:
         if self.registry.is_online(conn.user_id):
             return  # reconnected meanwhile
