@@ -9,20 +9,18 @@ import time
 from pathlib import Path
 
 import httpx
+from wsclient import WS
 
 from conftest import Account, new_account
 from gateway_process import GatewayProcess
 from redis_server import RedisServer
-from wsclient import WS
 
 DEAD_NODE_BOUND = 25.0
 """Seconds after a node's last heartbeat within which its users' records say offline
 (HEARTBEAT_TTL + 2 * REAP_EVERY, pygw.ws.liveness)."""
 
 
-def connection_states(
-    base_url: str, accounts: list[Account]
-) -> dict[str, tuple[str, bool] | None]:
+def connection_states(base_url: str, accounts: list[Account]) -> dict[str, tuple[str, bool] | None]:
     """user -> (gateway_id, ws_connected) as ``GET /sessions/users/{u}/connection`` says, None
     while there is no record yet (it is written behind)."""
     states: dict[str, tuple[str, bool] | None] = {}
