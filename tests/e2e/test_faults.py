@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import orjson
+import redis
 from wsclient import WS
 
 from conftest import Account, new_account
@@ -82,3 +85,117 @@ async def test_users_of_a_killed_node_go_offline_within_the_bound(
             await ws.conn.close()
         node_a.stop()
         node_b.stop()
+
+
+class Writers:
+    """Threads that keep updating their own session (a new key each time) and remember which
+    updates were acknowledged (200); refusals (503 while Redis is away) are not counted."""
+
+    def __init__(self, base_url: str, accounts: list[Account]) -> None:
+        self.base_url = base_url
+        self.accounts = accounts
+        self.acked: list[list[int]] = [[] for _ in accounts]
+        self.refused = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._write, args=(i,), daemon=True)
+            for i in range(len(accounts))
+        ]
+
+    @property
+    def total(self) -> int:
+        return sum(map(len, self.acked))
+
+    def start(self) -> Writers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait_for(self, total: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.total < total:
+            assert time.monotonic() < deadline, f"only {self.total} update(s) acknowledged"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _write(self, index: int) -> None:
+        account = self.accounts[index]
+        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+            i = 0
+            while not self._stop.is_set():
+                try:
+                    r = client.post(
+                        f"/sessions/update/{account.session_id}",
+                        json={"data": {f"k{i}": i}},
+                        headers=account.headers,
+                    )
+                except httpx.HTTPError:
+                    return  # the node is gone
+                if r.status_code == 200:
+                    self.acked[index].append(i)
+                else:
+                    assert r.status_code == 503, r.text  # refused, not acknowledged
+                    self.refused += 1
+                    time.sleep(0.01)
+                i += 1
+
+    def missing(self, redis_url: str) -> list[tuple[str, int]]:
+        """Acknowledged updates Redis does not hold."""
+        lost: list[tuple[str, int]] = []
+        with redis.Redis.from_url(redis_url) as r:
+            for account, keys in zip(self.accounts, self.acked, strict=True):
+                raw = r.get(f"sessions:{account.session_id}")
+                data = orjson.loads(raw)["data"] if raw is not None else {}
+                lost += [(account.username, k) for k in keys if data.get(f"k{k}") != k]
+        return lost
+
+
+def wait_until_stored(writers: Writers, redis_url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while lost := writers.missing(redis_url):
+        if time.monotonic() > deadline:
+            total = writers.total
+            raise AssertionError(f"{len(lost)} of {total} acknowledged update(s) lost: {lost[:5]}")
+        time.sleep(0.2)
+
+
+def test_redis_crash_with_aof_loses_no_acknowledged_session_write(tmp_path: Path) -> None:
+    """Redis with AOF and ``appendfsync always`` is SIGKILLed and started again (same port)
+    while eight clients keep updating their sessions: every update acknowledged before, during
+    or after the outage is in Redis afterwards, and a node started after the restart reads it."""
+    with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        gw = GatewayProcess(redis_url=server.url, log_path=tmp_path / "gw.log").start()
+        try:
+            with httpx.Client(base_url=gw.url, timeout=10) as client:
+                accounts = [new_account(client) for _ in range(8)]
+            writers = Writers(gw.url, accounts).start()
+            try:
+                writers.wait_for(500)
+                server.kill()
+                before_restart = writers.total
+                time.sleep(1.0)
+                during_outage = writers.total - before_restart
+                server.start()
+                writers.wait_for(before_restart + 500)
+            finally:
+                writers.stop()
+            wait_until_stored(writers, server.url)
+            node_b = GatewayProcess(redis_url=server.url, log_path=tmp_path / "b.log")
+            with node_b, httpx.Client(base_url=node_b.url, timeout=10) as client:
+                for account, keys in zip(accounts, writers.acked, strict=True):
+                    r = client.get(f"/sessions/{account.session_id}", headers=account.headers)
+                    assert r.status_code == 200, r.text
+                    data = r.json()["data"]
+                    assert all(data.get(f"k{k}") == k for k in keys)
+        finally:
+            gw.stop()
+    print(
+        f"acknowledged: {before_restart} before the crash, {during_outage} during the outage, "
+        f"{writers.total} in all; refused (503): {writers.refused}; lost: 0"
+    )
+    assert before_restart >= 500
+    assert writers.total >= before_restart + 500
