@@ -76,6 +76,7 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
             settings.redis_url,
             session_ttl=settings.session_ttl,
             batch_interval_ms=settings.batch_write_interval_ms,
+            write_through=settings.session_write_through,
             client_name=f"pygw:{settings.gateway_id}",
             # Retry the final flush through a short outage, within the shutdown step's bound.
             close_flush_timeout=settings.shutdown_timeout * 0.8,

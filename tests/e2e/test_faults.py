@@ -199,3 +199,31 @@ def test_redis_crash_with_aof_loses_no_acknowledged_session_write(tmp_path: Path
     )
     assert before_restart >= 500
     assert writers.total >= before_restart + 500
+
+
+def test_sigkill_after_acknowledged_updates_loses_none_with_write_through(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``PYGW_SESSION_WRITE_THROUGH=true``: eight clients update their sessions and the node is
+    SIGKILLed mid-stream; every update answered 200 is in Redis. (The write-behind interval is
+    ten minutes here: without write-through nothing after a session's first update would be.)"""
+    gw = GatewayProcess(
+        redis_url=redis_server.url,
+        env={"PYGW_SESSION_WRITE_THROUGH": "true", "BATCH_WRITE_INTERVAL_MS": "600000"},
+        log_path=tmp_path / "gw.log",
+    ).start()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            accounts = [new_account(client) for _ in range(8)]
+        writers = Writers(gw.url, accounts).start()
+        try:
+            writers.wait_for(500)
+            gw.signal(signal.SIGKILL)
+            gw.wait(10)
+        finally:
+            writers.stop()
+    finally:
+        gw.stop()
+    assert writers.total >= 500
+    lost = writers.missing(redis_server.url)
+    assert not lost, f"{len(lost)} of {writers.total} acknowledged update(s) lost: {lost[:5]}"

@@ -101,6 +101,8 @@ _CONNECTIONS_PER_SCRIPT = 1000
 """Connection records replaced by one script call (bounds the time Redis is busy with it)."""
 _CLEANUP_BATCH = 500
 _INDEX_RETRY_S = 5.0
+_WRITE_THROUGH_ATTEMPTS = 3
+"""Flushes a write-through update waits for before it is refused (503, not acknowledged)."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (*UNREACHABLE, TryAgainError, AskError, NotReplicated)
 """Errors a flush meets in place of a result that say "try again", never "this write is bad"."""
@@ -136,7 +138,9 @@ class RedisStorage(Storage):
         cluster: bool = False,
         wait_replicas: int = 1,
         wait_timeout_ms: int = 500,
+        write_through: bool = False,
     ) -> None:
+        self._write_through = write_through
         self._ttl = session_ttl
         self._ttl_ms = max(1, round(session_ttl * 1000))
         self._interval = max(batch_interval_ms, 1) / 1000
@@ -514,6 +518,10 @@ class RedisStorage(Storage):
         refreshes its TTL); later ones only change the in-memory pending entry. The flusher
         sends every pending entry's coalesced delta in one pipeline of MERGE_SESSION scripts
         (on a cluster one per node, each followed by WAIT).
+
+        With ``write_through`` (``PYGW_SESSION_WRITE_THROUGH``) the update returns only once a
+        flush wrote it, started at once (updates arriving meanwhile share the next one): a node
+        killed after the acknowledgement loses nothing. Redis unreachable: BackendUnavailable.
         """
         delta = SessionDelta(
             chat_id=chat_id, data=clone_json(data) if data else {}, last_access=now_iso()
@@ -528,9 +536,27 @@ class RedisStorage(Storage):
                 entry = self._pending[session_id] = PendingSession(view=stored)
         if owner is not None and entry.view.user_id != owner:
             raise NotOwner(session_id)
-        entry.delta.absorb(delta)
+        change = entry.absorb(delta)
         delta.apply_to(entry.view)
+        if self._write_through and not await self._written(session_id, entry, change):
+            return None
         return copy_session(entry.view) if returning else entry.view
+
+    async def _written(self, session_id: str, entry: PendingSession, change: int) -> bool:
+        """Write-through: flush until ``change`` of the session is in Redis (concurrent
+        updates of every session share each flush); False if the session is gone. Raises
+        BackendUnavailable if Redis is unreachable or did not confirm the write."""
+        for _attempt in range(_WRITE_THROUGH_ATTEMPTS):
+            if entry.written >= change:
+                if entry.outcome == 1:
+                    return True
+                if entry.outcome == 0:
+                    return False
+                raise BackendUnavailable(f"session {session_id} not written: {entry.outcome}")
+            if self._pending.get(session_id) is not entry:
+                return False  # deleted meanwhile
+            await self._flush_pending(unless=lambda: entry.written >= change)
+        raise BackendUnavailable(f"session {session_id}: write not confirmed by Redis")
 
     def _stage_delete_session(self, pipe: Any, session_id: str) -> str:
         keys = self._keys
@@ -617,10 +643,13 @@ class RedisStorage(Storage):
     async def flush(self) -> None:
         await self._flush_pending()
 
-    async def _flush_pending(self) -> None:
+    async def _flush_pending(self, unless: Callable[[], bool] | None = None) -> None:
         """Send every pending session delta and every pending connection record, each kind in
-        one pipeline; keep them all if Redis is unreachable."""
+        one pipeline; keep them all if Redis is unreachable. ``unless`` is checked once the
+        lock is taken: nothing is sent if it is true (a flush that just ended did the work)."""
         async with self._flush_lock:
+            if unless is not None and unless():
+                return
             await self._flush_sessions()
             await self._flush_connections()
 
@@ -654,7 +683,7 @@ class RedisStorage(Storage):
                 entry.flush_failed()
                 unconfirmed += 1
                 continue
-            entry.flush_done()
+            entry.flush_done(result)
             if self._pending.get(sid) is not entry:
                 continue  # deleted (or re-created) meanwhile
             if result == 1 and not entry.delta.is_empty():
