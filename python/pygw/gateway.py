@@ -302,6 +302,7 @@ class Gateway:
     def on_resync(self) -> None:
         self.tasks.spawn(self._resync_revocations())
         self.tasks.spawn(self.hub.rewrite_connection_records())
+        self.hub.replay.link_back()
         self.routes.request_reload()
 
     async def _resync_revocations(self, attempts: int = 5) -> None:
