@@ -76,6 +76,9 @@ class Settings:
     logging_level: str = "INFO"
     batch_write_interval_ms: int = 100
     # --- pygw ---
+    session_write_through: bool = False
+    """Redis: a session update is acknowledged only once Redis has it (the node's pending
+    updates are flushed at once, concurrent ones together) instead of write-behind."""
     redis_cluster: bool = False
     """``REDIS_URL`` names a node of a Redis Cluster (sharded pub/sub, hash-tagged keys)."""
     redis_wait_replicas: int = 1
@@ -207,6 +210,7 @@ class Settings:
         num("BATCH_WRITE_INTERVAL_MS", int, "batch_write_interval_ms")
 
         s.redis_cluster = _flag(get("PYGW_REDIS_CLUSTER"))
+        s.session_write_through = _flag(get("PYGW_SESSION_WRITE_THROUGH"))
         num("PYGW_REDIS_WAIT_REPLICAS", int, "redis_wait_replicas")
         num("PYGW_WORKERS", int, "workers")
         s.gateway_id = get("PYGW_GATEWAY_ID", "")

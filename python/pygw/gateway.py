@@ -56,6 +56,7 @@ from pygw.transport.ports import ensure_port_free
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
+from pygw.ws.liveness import ConnectionReaper
 from pygw.ws.stats import NodeStats
 
 log = logging.getLogger("pygw")
@@ -75,6 +76,7 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
             settings.redis_url,
             session_ttl=settings.session_ttl,
             batch_interval_ms=settings.batch_write_interval_ms,
+            write_through=settings.session_write_through,
             client_name=f"pygw:{settings.gateway_id}",
             # Retry the final flush through a short outage, within the shutdown step's bound.
             close_flush_timeout=settings.shutdown_timeout * 0.8,
@@ -153,6 +155,7 @@ class Gateway:
             node_id=s.gateway_id,
             interval=s.stats_interval,
         )
+        self.reaper = ConnectionReaper(self.storage, self.broker, self.tasks, node_id=s.gateway_id)
         self.routes = RouteTable(
             self.storage,
             self.broker,
@@ -298,6 +301,8 @@ class Gateway:
 
     def on_resync(self) -> None:
         self.tasks.spawn(self._resync_revocations())
+        self.tasks.spawn(self.hub.rewrite_connection_records())
+        self.hub.replay.link_back()
         self.routes.request_reload()
 
     async def _resync_revocations(self, attempts: int = 5) -> None:
@@ -348,6 +353,7 @@ class Gateway:
         revoked = await self.auth.start()
         self.proxy.start()
         await self.routes.start()
+        await self.reaper.start()
         self._server = UWSServer(
             asyncio.get_running_loop(),
             self.http,
@@ -417,6 +423,7 @@ class Gateway:
             if self._prune_timer is not None:
                 self._prune_timer.cancel()
             self.stats.stop()
+            self.reaper.stop()
             if self.hub.registry.close_all():
                 await asyncio.sleep(0.05)  # let the close frames leave
         self.routes.close()

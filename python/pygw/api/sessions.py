@@ -261,7 +261,8 @@ async def get_session(ctx: Context, svc: Services) -> dict[str, object]:
     summary="Merge data into a session (write-behind)",
     description=(
         "`data` is shallow-merged into the session's data. The write is coalesced and "
-        "flushed to Redis every BATCH_WRITE_INTERVAL_MS; reads on the same node see it at once."
+        "flushed to Redis every BATCH_WRITE_INTERVAL_MS; reads on the same node see it at once. "
+        "With PYGW_SESSION_WRITE_THROUGH=true the answer waits until Redis has it."
     ),
     tags=TAGS,
     errors=(401, 403, 404, 422),

@@ -177,6 +177,11 @@ class RedisBroker(Broker):
         handler.on_publication(self.keys.channel_of(channel), int(offset), envelope, int(published))
 
     def _on_reconnect(self) -> None:
+        # Alive again at once: a heartbeat that lapsed during the outage would get this node's
+        # users marked offline by the others (see pygw.ws.liveness).
+        beat = asyncio.get_running_loop().create_task(self._beat_once())
+        self._replies.add(beat)
+        beat.add_done_callback(self._replies.discard)
         if self._handler is not None:
             self._handler.on_resync()
 

@@ -20,6 +20,9 @@ One Redis (:data:`SINGLE`), unchanged from the original gateway plus pygw's own 
 ``pygw:user_families:{username}``  set     the user's family ids (deleted with the user)
 ``pygw:current_family:{username}`` string  the family of the user's current login
 ``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
+``pygw:gateway_users:{id}``        set     users whose connection record says online on
+                                           gateway ``id`` (marked offline if it dies)
+``pygw:gateways``                  set     gateway ids that have such a set
 =================================  ======  ==============================================
 
 Redis Cluster (:data:`CLUSTER`): here braces *are* hash tags (Redis hashes only the text between
@@ -35,8 +38,9 @@ the first ``{`` and the next ``}``), chosen so that what one script touches live
   and its expiry score atomically, and statistics and cleanup walk :data:`SESSION_BUCKETS`
   indexes instead of one global one;
 - per refresh family, tag ``{<family>}``: ``pygw:refresh_family:{<family>}``;
+- per gateway, tag ``{<gateway_id>}``: ``pygw:gateway_users:{<gateway_id>}``;
 - one key each, wherever its slot is: ``pygw:users``, ``pygw:users:indexed``,
-  ``pygw:revoked_tokens``, ``pygw:routes``.
+  ``pygw:revoked_tokens``, ``pygw:routes``, ``pygw:gateways``.
 
 What spans two slots (a session and its owner's ``user_sessions`` index; a user and the
 ``pygw:users`` index; a user and its sessions when the user is deleted) is written in two steps
@@ -69,6 +73,7 @@ class KeyLayout:
     users_indexed: str = "pygw:users:indexed"
     revoked: str = "pygw:revoked_tokens"
     routes: str = "pygw:routes"
+    gateways: str = "pygw:gateways"
 
     def _tag(self, value: str) -> str:
         return f"{{{value}}}" if self.cluster else value
@@ -97,6 +102,10 @@ class KeyLayout:
     def username_of(self, user_key: str) -> str:
         name = user_key[len("users:") :]
         return name[1:-1] if self.cluster else name
+
+    # -- per gateway ------------------------------------------------------------------------
+    def gateway_users(self, gateway_id: str) -> str:
+        return "pygw:gateway_users:" + self._tag(gateway_id)
 
     # -- per session ------------------------------------------------------------------------
     def bucket(self, session_id: str) -> str:

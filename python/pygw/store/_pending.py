@@ -74,6 +74,21 @@ class PendingSession:
     view: SessionRecord
     delta: SessionDelta = field(default_factory=SessionDelta)
     inflight: SessionDelta | None = None
+    changes: int = 0
+    """Changes absorbed so far (numbers them, for write-through waiters)."""
+    flushing: int = 0
+    """The number of the last change in flight."""
+    written: int = 0
+    """The number of the last change a flush wrote (or found nothing to write to)."""
+    outcome: Any = None
+    """What that flush's MERGE_SESSION answered: 1 written, 0 the session is gone, else an
+    error."""
+
+    def absorb(self, delta: SessionDelta) -> int:
+        """Coalesce a change into the pending delta; returns its number."""
+        self.delta.absorb(delta)
+        self.changes += 1
+        return self.changes
 
     def overlay(self, stored: SessionRecord) -> None:
         """Apply every unconfirmed change (in flight, then pending) to ``stored``."""
@@ -83,6 +98,7 @@ class PendingSession:
 
     def begin_flush(self) -> SessionDelta:
         self.inflight, self.delta = self.delta, SessionDelta()
+        self.flushing = self.changes
         return self.inflight
 
     def flush_failed(self) -> None:
@@ -91,8 +107,10 @@ class PendingSession:
             self.inflight.absorb(self.delta)
             self.delta, self.inflight = self.inflight, None
 
-    def flush_done(self) -> None:
+    def flush_done(self, outcome: Any) -> None:
         self.inflight = None
+        self.written = self.flushing
+        self.outcome = outcome
 
 
 def copy_session(session: SessionRecord) -> SessionRecord:

@@ -346,9 +346,29 @@ return #KEYS
 """,
 )
 
+MARK_OFFLINE = LuaScript(
+    "mark_offline",
+    r"""
+-- KEYS[1]: connections:{u};  ARGV: gateway id, now (epoch seconds).
+-- Offline only if the record still says online on that gateway (a newer record wins).
+local on = redis.call('HGET', KEYS[1], 'ws_connected')
+if redis.call('HGET', KEYS[1], 'gateway_id') ~= ARGV[1] or not on then
+  return 0
+end
+on = string.lower(on)
+if on ~= '1' and on ~= 'true' and on ~= 'yes' and on ~= 'on' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'ws_connected', '0', 'last_seen', ARGV[2])
+redis.call('HDEL', KEYS[1], 'connected_at')
+return 1
+""",
+)
+
 ALL_SCRIPTS = (
     MERGE_SESSION,
     SET_CONNECTIONS,
+    MARK_OFFLINE,
     GET_SESSION,
     DELETE_SESSION,
     CLEANUP_SESSIONS,

@@ -11,7 +11,7 @@ reached.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -250,6 +250,13 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def delete_connection(self, username: str) -> None: ...
+
+    async def reap_connections(self, live: Collection[str]) -> int:
+        """Mark offline every connection record that says online on a gateway not in ``live``
+        (a node that died without marking its users offline: SIGKILL, a crash, a lost host);
+        returns how many. Records are checked one by one, so a newer one (the user reconnected
+        elsewhere) is left alone. A backend no other node shares has none to reap."""
+        return 0
 
     # -- token state ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -22,6 +22,9 @@ share a slot, and what spans two slots is written in two steps (see ``_layout``)
 ``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
 ``pygw:token_floors``              hash    username -> ``<gen>:<until>`` token generation
                                            floors (see RedisStorage.raise_token_floor)
+``pygw:gateway_users:{id}``        set     users whose connection record says online on
+                                           gateway ``id`` (see RedisStorage.reap_connections)
+``pygw:gateways``                  set     gateway ids that have such a set
 =================================  ======  ==============================================
 
 Session updates are write-behind: see :meth:`RedisStorage.update_session`.
@@ -42,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -98,6 +101,8 @@ _CONNECTIONS_PER_SCRIPT = 1000
 """Connection records replaced by one script call (bounds the time Redis is busy with it)."""
 _CLEANUP_BATCH = 500
 _INDEX_RETRY_S = 5.0
+_WRITE_THROUGH_ATTEMPTS = 3
+"""Flushes a write-through update waits for before it is refused (503, not acknowledged)."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (*UNREACHABLE, TryAgainError, AskError, NotReplicated)
 """Errors a flush meets in place of a result that say "try again", never "this write is bad"."""
@@ -133,7 +138,9 @@ class RedisStorage(Storage):
         cluster: bool = False,
         wait_replicas: int = 1,
         wait_timeout_ms: int = 500,
+        write_through: bool = False,
     ) -> None:
+        self._write_through = write_through
         self._ttl = session_ttl
         self._ttl_ms = max(1, round(session_ttl * 1000))
         self._interval = max(batch_interval_ms, 1) / 1000
@@ -511,6 +518,10 @@ class RedisStorage(Storage):
         refreshes its TTL); later ones only change the in-memory pending entry. The flusher
         sends every pending entry's coalesced delta in one pipeline of MERGE_SESSION scripts
         (on a cluster one per node, each followed by WAIT).
+
+        With ``write_through`` (``PYGW_SESSION_WRITE_THROUGH``) the update returns only once a
+        flush wrote it, started at once (updates arriving meanwhile share the next one): a node
+        killed after the acknowledgement loses nothing. Redis unreachable: BackendUnavailable.
         """
         delta = SessionDelta(
             chat_id=chat_id, data=clone_json(data) if data else {}, last_access=now_iso()
@@ -525,9 +536,27 @@ class RedisStorage(Storage):
                 entry = self._pending[session_id] = PendingSession(view=stored)
         if owner is not None and entry.view.user_id != owner:
             raise NotOwner(session_id)
-        entry.delta.absorb(delta)
+        change = entry.absorb(delta)
         delta.apply_to(entry.view)
+        if self._write_through and not await self._written(session_id, entry, change):
+            return None
         return copy_session(entry.view) if returning else entry.view
+
+    async def _written(self, session_id: str, entry: PendingSession, change: int) -> bool:
+        """Write-through: flush until ``change`` of the session is in Redis (concurrent
+        updates of every session share each flush); False if the session is gone. Raises
+        BackendUnavailable if Redis is unreachable or did not confirm the write."""
+        for _attempt in range(_WRITE_THROUGH_ATTEMPTS):
+            if entry.written >= change:
+                if entry.outcome == 1:
+                    return True
+                if entry.outcome == 0:
+                    return False
+                raise BackendUnavailable(f"session {session_id} not written: {entry.outcome}")
+            if self._pending.get(session_id) is not entry:
+                return False  # deleted meanwhile
+            await self._flush_pending(unless=lambda: entry.written >= change)
+        raise BackendUnavailable(f"session {session_id}: write not confirmed by Redis")
 
     def _stage_delete_session(self, pipe: Any, session_id: str) -> str:
         keys = self._keys
@@ -614,10 +643,13 @@ class RedisStorage(Storage):
     async def flush(self) -> None:
         await self._flush_pending()
 
-    async def _flush_pending(self) -> None:
+    async def _flush_pending(self, unless: Callable[[], bool] | None = None) -> None:
         """Send every pending session delta and every pending connection record, each kind in
-        one pipeline; keep them all if Redis is unreachable."""
+        one pipeline; keep them all if Redis is unreachable. ``unless`` is checked once the
+        lock is taken: nothing is sent if it is true (a flush that just ended did the work)."""
         async with self._flush_lock:
+            if unless is not None and unless():
+                return
             await self._flush_sessions()
             await self._flush_connections()
 
@@ -651,7 +683,7 @@ class RedisStorage(Storage):
                 entry.flush_failed()
                 unconfirmed += 1
                 continue
-            entry.flush_done()
+            entry.flush_done(result)
             if self._pending.get(sid) is not entry:
                 continue  # deleted (or re-created) meanwhile
             if result == 1 and not entry.delta.is_empty():
@@ -689,6 +721,7 @@ class RedisStorage(Storage):
                 calls.append((keys, args))
                 call_users.append(chunk)
         try:
+            await self._index_gateway_users(batch)
             results = await lua.SET_CONNECTIONS.run_many(self._redis, calls, self._replication)
             failed = next(
                 (
@@ -716,6 +749,48 @@ class RedisStorage(Storage):
                     unconfirmed += 1
         self._end_outage()
         self._note_unconfirmed(unconfirmed, "connection record(s)")
+
+    async def _index_gateway_users(self, batch: dict[str, ConnectionRecord]) -> None:
+        """Before the records: who is online on which gateway (see :meth:`reap_connections`).
+        A user who went offline or moved stays in the old set until a reap checks the record."""
+        keys = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        online: dict[str, list[str]] = {}
+        offline: dict[str, list[str]] = {}
+        for username, record in batch.items():
+            side = online if record.ws_connected else offline
+            side.setdefault(record.gateway_id, []).append(username)
+        for gateway, users in online.items():
+            pipe.sadd(keys.gateways, gateway)
+            pipe.sadd(keys.gateway_users(gateway), *users)
+        for gateway, users in offline.items():
+            pipe.srem(keys.gateway_users(gateway), *users)
+        await pipe.execute()
+
+    async def reap_connections(self, live: Collection[str]) -> int:
+        keys = self._keys
+        marked = 0
+        with unavailable_on_error("reap_connections"):
+            gateways = set(map(str, await self._redis.smembers(keys.gateways)))
+            for gateway in sorted(gateways - set(live)):
+                index = keys.gateway_users(gateway)
+                users = sorted(map(str, await self._redis.smembers(index)))
+                now = repr(time.time())
+                for i in range(0, len(users), _CLEANUP_BATCH):
+                    chunk = users[i : i + _CLEANUP_BATCH]
+                    calls: list[ScriptCall] = [
+                        ([keys.connection(u)], [gateway, now]) for u in chunk
+                    ]
+                    for result in await lua.MARK_OFFLINE.run_many(self._redis, calls):
+                        if isinstance(result, Exception):
+                            raise result
+                        marked += int(result)
+                    await self._redis.srem(index, *chunk)
+                if not await self._redis.scard(index):
+                    await self._redis.srem(keys.gateways, gateway)
+        if marked:
+            log.warning("marked %d user(s) of dead gateway(s) offline", marked)
+        return marked
 
     def _note_unconfirmed(self, count: int, what: str) -> None:
         if count and not self._unconfirmed:

@@ -157,6 +157,7 @@ class Subscriptions:
                 if offset > top:
                     conn.send_bytes(envelope)
                     top = offset
+        self.delivery.seen(channel, epoch, top)
         if not already:
             uws.ws_subscribe(conn.ws, channel.encode())
             if conn.channels is None:

@@ -51,6 +51,12 @@ class Delivery:
         self.backpressure_limit = backpressure_limit
         self.recent: dict[str, deque[tuple[int, bytes]]] = {}
         """Channels with history that have local subscribers -> their latest publications."""
+        self.positions: dict[str, tuple[str, int]] = {}
+        """Channels with history -> (epoch, offset) this node has delivered up to, as far as it
+        knows (seeded when a connection subscribes; see :meth:`delivered_up_to`)."""
+        self.held: dict[str, list[tuple[int, bytes]]] = {}
+        """Channels whose live publications wait while what was missed is fetched (see
+        :mod:`pygw.ws.replay`)."""
         self._server: TopicServer | None = None
         self._queued: list[tuple[bytes, bytes]] = []
         self._delivered = False
@@ -77,6 +83,11 @@ class Delivery:
     # -- delivery -------------------------------------------------------------------------------
     def deliver(self, channel: str, offset: int, envelope: bytes) -> int:
         """Hand a publication to this node's subscribers; returns how many it goes to."""
+        if self.held:
+            held = self.held.get(channel)
+            if held is not None:
+                held.append((offset, envelope))
+                return 0
         self._delivered = True
         recent = self.recent.get(channel)
         if recent is not None:
@@ -106,6 +117,48 @@ class Delivery:
 
     def forget_recent(self, channel: str) -> None:
         self.recent.pop(channel, None)
+        self.positions.pop(channel, None)
+
+    def seen(self, channel: str, epoch: str, offset: int) -> None:
+        """A subscriber of ``channel`` was told the stream is at ``(epoch, offset)``."""
+        if channel not in self.recent:
+            return
+        known = self.positions.get(channel)
+        if known is None or known[0] != epoch or known[1] < offset:
+            self.positions[channel] = (epoch, offset)
+
+    def delivered_up_to(self, channel: str) -> tuple[str, int] | None:
+        """(epoch, offset) of the latest publication of ``channel`` this node delivered (or
+        that its subscribers were told of); None if it has no subscriber of it."""
+        known = self.positions.get(channel)
+        if known is None:
+            return None
+        recent = self.recent.get(channel)
+        if recent:
+            return known[0], max(known[1], recent[-1][0])
+        return known
+
+    def hold(self, channel: str) -> None:
+        """Keep live publications of ``channel`` back until :meth:`release`."""
+        self.held.setdefault(channel, [])
+
+    def release(self, channel: str, missed: list[tuple[int, bytes]], epoch: str) -> int:
+        """Deliver the ``missed`` publications and those held back, once each and in offset
+        order, skipping what was delivered already; returns how many were delivered."""
+        held = self.held.pop(channel, [])
+        known = self.delivered_up_to(channel)
+        last = known[1] if known is not None and known[0] == epoch else 0
+        pending = dict(missed)
+        pending.update(held)
+        delivered = 0
+        for offset in sorted(pending):
+            if offset > last:
+                self.deliver(channel, offset, pending[offset])
+                last = offset
+                delivered += 1
+        if channel in self.recent:
+            self.positions[channel] = (epoch, last)
+        return delivered
 
     # -- slow readers ---------------------------------------------------------------------------
     def _sweep(self) -> None:

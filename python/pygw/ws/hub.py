@@ -7,6 +7,7 @@ opened connections, keeps their connection records, and composes the parts that 
 - :mod:`pygw.ws.messages`: client message dispatch, replies and error frames;
 - :mod:`pygw.ws.channels`: subscriptions, the channel messages, history recovery, presence;
 - :mod:`pygw.ws.delivery`: encoded-once delivery to uWS topics and the slow-reader cut-off;
+- :mod:`pygw.ws.replay`: what was published while the broker link was down, after it returns;
 - :mod:`pygw.ws.keepalive`: server pings and the pong timeout;
 - :mod:`pygw.ws.expiry`: 1008 "Token expired" when the socket's access token expires.
 
@@ -53,6 +54,7 @@ from pygw.ws.expiry import TokenExpiry
 from pygw.ws.keepalive import Keepalive, ping_topic
 from pygw.ws.messages import Handler, Messages, OriginalFrames
 from pygw.ws.registry import ConnectionRegistry
+from pygw.ws.replay import ChannelReplay
 
 log = logging.getLogger("pygw.ws")
 
@@ -98,6 +100,7 @@ class Hub:
             tasks=tasks,
             node_id=self.node_id,
         )
+        self.replay = ChannelReplay(broker, self.delivery, tasks)
         frames = OriginalFrames if settings.ws_frames == "original" else Messages
         self.messages = frames(
             metrics=metrics,
@@ -291,6 +294,28 @@ class Hub:
         if last:
             self.tasks.spawn(self._mark_offline(conn))
         self.subscriptions.leave_all(conn)
+
+    async def rewrite_connection_records(self) -> int:
+        """Write every connected user's record again (online, on this node): after a Redis
+        outage the records may have been lost, or marked offline by another node that took
+        this one for dead. Returns how many users."""
+        now = time.time()
+        users = list(self.registry.users.items())
+        for user_id, conns in users:
+            if not conns:
+                continue
+            first = min(conns, key=lambda c: c.connected_at)
+            await self.storage.set_connection(
+                user_id,
+                ConnectionRecord(
+                    session_id=first.session_id,
+                    gateway_id=self.node_id,
+                    ws_connected=True,
+                    last_seen=now,
+                    connected_at=first.connected_at,
+                ),
+            )
+        return len(users)
 
     async def _mark_offline(self, conn: Connection) -> None:
         if self.registry.is_online(conn.user_id):
