@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-
 from tests.gateway_process import GatewayProcess, free_port
 from tests.redis_server import RedisServer
 
