@@ -53,6 +53,7 @@ from pygw.metrics import Metrics, registry_for
 from pygw.proxy import ProxyClient, RouteTable
 from pygw.store.base import Storage
 from pygw.transport.ports import ensure_port_free
+from pygw.transport.types import Server
 from pygw.transport.uws import UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
@@ -199,7 +200,7 @@ class Gateway:
             access_log=s.access_log,
             forwarded_headers=bool(s.trusted_proxies),
         )
-        self._server: UWSServer | None = None
+        self._server: Server | None = None
         self._metrics_server: Any = None
         self._prune_timer: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -335,17 +336,52 @@ class Gateway:
         return self.node.port
 
     @property
-    def server(self) -> UWSServer:
+    def server(self) -> Server:
         if self._server is None:
             raise RuntimeError("the gateway is not started")
         return self._server
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Start the services and listen on uWS; returns the port."""
         s = self.settings
         host = host or s.host
         port = s.port if port is None else port
         if not s.reuse_port:
             ensure_port_free(host, port)  # before anything else starts: PortInUse
+        revoked = await self._start_services()
+        server = UWSServer(
+            asyncio.get_running_loop(),
+            self.http,
+            self.hub,
+            self.ws_options(),
+            http_batch=s.http_batch,
+        )
+        self.node.port = server.listen(host, port)
+        self._serve_on(server, host, revoked)
+        return self.node.port
+
+    def ws_options(self) -> WSOptions:
+        """The transport's WebSocket limits: backstops behind the hub's own."""
+        s = self.settings
+        return WSOptions(
+            # Frames over the limit are refused by the hub with 1009 and a close frame; the
+            # transport itself cuts the connection at 4x, so it never buffers more.
+            max_payload_length=max(s.ws_max_message_bytes * 4, 64 * 1024),
+            idle_timeout=int(min(960, max(8, s.inactivity_timeout * 2))),
+            # The hub closes slow readers at the limit (1013); the transport cuts at 8x.
+            max_backpressure=s.ws_max_backpressure * 8,
+        )
+
+    async def start_on(self, server: Server, host: str = "", port: int = 0) -> None:
+        """Start the services on a server some other program runs (the ASGI adapter, whose
+        server listens on ``host:port``: what the node reports of itself)."""
+        revoked = await self._start_services()
+        self.node.port = port or self.settings.port
+        self._serve_on(server, host or self.settings.host, revoked)
+
+    async def _start_services(self) -> int:
+        """Everything a server needs before it takes traffic; returns the revocations loaded."""
+        s = self.settings
         fd_limit = raise_open_file_limit()
         self.hub.registry.max_connections = s.ws_max_connections or max(fd_limit - FD_RESERVE, 1)
         await self.storage.start()
@@ -354,22 +390,12 @@ class Gateway:
         self.proxy.start()
         await self.routes.start()
         await self.reaper.start()
-        self._server = UWSServer(
-            asyncio.get_running_loop(),
-            self.http,
-            self.hub,
-            WSOptions(
-                # Frames over the limit are refused by the hub with 1009 and a close frame; uWS
-                # itself cuts the TCP stream (no close frame) at 4x, so it never buffers more.
-                max_payload_length=max(s.ws_max_message_bytes * 4, 64 * 1024),
-                idle_timeout=int(min(960, max(8, s.inactivity_timeout * 2))),
-                # The hub closes slow readers at the limit (1013); uWS cuts at 8x as a backstop.
-                max_backpressure=s.ws_max_backpressure * 8,
-            ),
-            http_batch=s.http_batch,
-        )
-        self.node.port = self._server.listen(host, port)
-        self.hub.start(self._server)
+        return revoked
+
+    def _serve_on(self, server: Server, host: str, revoked: int) -> None:
+        s = self.settings
+        self._server = server
+        self.hub.start(server)
         self.stats.start()
         self._prune_tokens()
         if s.metrics_port:
@@ -387,7 +413,6 @@ class Gateway:
             self.storage.name,
             revoked,
         )
-        return self.node.port
 
     async def stop(self) -> None:
         """Shut down without losing an acknowledged write, in bounded time:

@@ -16,7 +16,15 @@ from typing import Any, Protocol
 
 from pygw._native import HTTPRequest, UpgradeRequest
 
-__all__ = ["HTTPApp", "HTTPRequest", "Response", "Socket", "UpgradeRequest", "WSApp"]
+__all__ = [
+    "HTTPApp",
+    "HTTPRequest",
+    "Response",
+    "Server",
+    "Socket",
+    "UpgradeRequest",
+    "WSApp",
+]
 
 
 @dataclass(slots=True)
@@ -67,3 +75,23 @@ class WSApp(Protocol):
     def on_pong(self, sock: Any) -> None: ...
 
     def on_drain(self, sock: Any) -> None: ...
+
+
+class Server(Protocol):
+    """What the gateway needs of the server that carries its HTTP app and WebSockets (uWS's
+    :class:`~pygw.transport.uws.UWSServer`, or the ASGI adapter's)."""
+
+    def publish(self, topic: bytes, message: bytes, opcode: int = 1) -> bool:
+        """Deliver ``message`` to every local socket subscribed to ``topic``."""
+
+    def num_subscribers(self, topic: bytes) -> int: ...
+
+    @property
+    def in_uv(self) -> bool:
+        """True while the transport runs a callback whose writes it batches (uWS); publishes
+        made then are deferred until it returns."""
+
+    def close_listener(self) -> None:
+        """Stop accepting connections; open ones stay until closed."""
+
+    def close(self) -> None: ...

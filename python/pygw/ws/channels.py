@@ -15,7 +15,7 @@ from pygw.broker.publish import ChannelPublisher
 from pygw.core.codes import E_BAD_REQUEST, E_NOT_FOUND
 from pygw.core.errors import BadRequest, Forbidden, NotFound
 from pygw.core.tasks import BackgroundTasks
-from pygw.transport import uws
+from pygw.transport import sockets
 from pygw.ws.connection import Connection
 from pygw.ws.delivery import Delivery
 
@@ -159,7 +159,7 @@ class Subscriptions:
                     top = offset
         self.delivery.seen(channel, epoch, top)
         if not already:
-            uws.ws_subscribe(conn.ws, channel.encode())
+            sockets.subscribe(conn.ws, channel.encode())
             if conn.channels is None:
                 conn.channels = set()
             conn.channels.add(channel)
@@ -183,7 +183,7 @@ class Subscriptions:
             raise BadRequest("Missing field: channel")
         if conn.channels is not None and channel in conn.channels:
             conn.channels.discard(channel)
-            uws.ws_unsubscribe(conn.ws, channel.encode())
+            sockets.unsubscribe(conn.ws, channel.encode())
             self.release(channel)
             if self.rules.options(channel)[2]:
                 self.tasks.spawn(self.broker.presence_leave(channel, self.client_id(conn)))

@@ -1,7 +1,8 @@
 """One WebSocket client: who it is and what it is subscribed to.
 
-Kept small (slots, no per-connection tasks or timers): an idle connection costs uWS's socket plus
-this object, a few hundred bytes.
+Kept small (slots, no per-connection tasks or timers): an idle connection costs the transport's
+socket plus this object, a few hundred bytes. The socket is acted on through
+:mod:`pygw.transport.sockets`, whichever transport carries it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 
 from pygw.core.codes import CLOSE_NORMAL
-from pygw.transport import uws
+from pygw.transport import sockets
 
 _ids = itertools.count(1)
 
@@ -82,7 +83,7 @@ class Connection:
         ws = self.ws
         if ws is None:
             return False
-        uws.ws_send(ws, data)
+        sockets.send(ws, data)
         return True
 
     def send(self, message: dict[str, Any]) -> bool:
@@ -93,7 +94,7 @@ class Connection:
         ws = self.ws
         if ws is None:
             return False
-        uws.ws_send(ws, orjson.dumps(message), uws.OPCODE_BINARY)
+        sockets.send(ws, orjson.dumps(message), sockets.OPCODE_BINARY)
         return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -102,7 +103,7 @@ class Connection:
         if ws is None or self.closing:
             return
         self.closing = True
-        uws.ws_end(ws, code, reason.encode())
+        sockets.end(ws, code, reason.encode())
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id!r} session={self.session_id!r}>"

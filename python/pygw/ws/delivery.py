@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pygw.core.codes import CLOSE_TRY_AGAIN
 from pygw.metrics import Metrics
-from pygw.transport import uws
+from pygw.transport import sockets
 from pygw.ws.connection import Connection
 from pygw.ws.registry import ConnectionRegistry
 
@@ -174,7 +174,7 @@ class Delivery:
         queue = self._sweep_queue
         if queue is not None:
             limit = self.backpressure_limit
-            buffered = uws.ws_buffered_amount
+            buffered = sockets.buffered_amount
             end = self._sweep_pos + SWEEP_BATCH
             for conn in queue[self._sweep_pos : end]:
                 if conn.ws is None or conn.closing:

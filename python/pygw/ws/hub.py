@@ -45,7 +45,7 @@ from pygw.http.errors import HTTPError, closing_error_response, from_domain
 from pygw.limits import Limits
 from pygw.metrics import Metrics, close_code_label
 from pygw.store.base import ConnectionRecord, Storage
-from pygw.transport import uws
+from pygw.transport import sockets
 from pygw.transport.types import Response, UpgradeRequest
 from pygw.ws.channels import ChannelRules, Subscriptions
 from pygw.ws.connection import Connection
@@ -254,8 +254,8 @@ class Hub:
         if why is not None:
             conn.close(CLOSE_POLICY, why)
         ws = conn.ws
-        uws.ws_subscribe(ws, ping_topic(conn.id))
-        uws.ws_subscribe(ws, user_channel(conn.user_id).encode())
+        sockets.subscribe(ws, ping_topic(conn.id))
+        sockets.subscribe(ws, user_channel(conn.user_id).encode())
         settings = self.settings
         conn.send(
             {
