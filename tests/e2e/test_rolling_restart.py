@@ -141,7 +141,7 @@ async def test_rolling_restart_through_nginx_loses_nothing(deployment: Deploymen
         assert [n for _, n in expected] == sorted(n for _, n in acked)  # offsets follow order
         last = expected[-1][0]
         async with asyncio.timeout(10):
-            while any(not w.received or w.received[-1][0] < last for w in watchers):
+            while any(not w.received or w.received[-1][0] < last for w in watchers):  # noqa: ASYNC110 - polling other tasks' lists
                 await asyncio.sleep(0.05)
 
         for i, w in enumerate(watchers):
