@@ -303,8 +303,8 @@ def test_nginx_config_is_rendered_only_at_its_markers(tmp_path: Path) -> None:
     text = render_config(
         template, listen="127.0.0.1:1234", servers=["127.0.0.1:1", "127.0.0.1:2"], temp_dir=tmp_path
     )
-    assert "server 127.0.0.1:1 max_fails=2 fail_timeout=5s;" in text
-    assert "server 127.0.0.1:2 max_fails=2 fail_timeout=5s;" in text
+    assert "server 127.0.0.1:1 max_fails=0 fail_timeout=1s;" in text
+    assert "server 127.0.0.1:2 max_fails=0 fail_timeout=1s;" in text
     assert "gateway:8000" not in text
     assert "listen 127.0.0.1:1234;" in text
     # Everything else is the committed file, line for line, in order.

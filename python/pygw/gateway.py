@@ -433,6 +433,7 @@ class Gateway:
         s = self.settings
         server = self._server
         self.node.draining = True
+        self.http.draining = True
         if server is not None:
             if s.drain_seconds > 0:
                 log.info(

@@ -149,6 +149,12 @@ class HTTPApplication:
         """Set at shutdown, after the listener closed: requests still arriving on open
         connections get 503 and the connection is closed, so nothing is acknowledged after the
         final flush started."""
+        self.draining = False
+        """Set when the drain starts: every answer then carries ``Connection: close``, so a
+        proxy's kept-alive connections to this node are closed by the node right after a
+        complete answer, never under a request the proxy already sent. Without it nginx sent
+        POSTs on idle connections the exiting node then dropped, and answered them 502 (it does
+        not retry a non-idempotent request once sent)."""
         self.in_flight = 0
         """Requests being handled right now (shutdown waits for them before flushing)."""
         self._idle = asyncio.Event()
@@ -195,6 +201,8 @@ class HTTPApplication:
                 )
             else:
                 response, label = await self._dispatch(request)
+                if self.draining:
+                    response.close = True
                 if origin:
                     assert self.cors is not None
                     self.cors.decorate(origin, response)
