@@ -133,6 +133,31 @@ def test_cors(tmp_path: Path) -> None:
         assert "access-control-allow-origin" not in http.get("/health").headers
 
 
+def test_cors_any_origin_never_reflected_with_credentials(tmp_path: Path) -> None:
+    """Review item 17: ``*`` with credentials used to echo any Origin back with
+    ``Allow-Credentials: true`` (every site could call the API with the user's cookies)."""
+    env = {
+        "PYGW_CORS_ORIGINS": "*,https://app.example.com",
+        "PYGW_CORS_ALLOW_CREDENTIALS": "true",
+    }
+    with (
+        GatewayProcess(env=env, log_path=tmp_path / "gw.log") as gw,
+        httpx.Client(base_url=gw.url) as http,
+    ):
+        for r in (
+            http.get("/health", headers={"Origin": "https://evil.example"}),
+            http.options(
+                "/sessions/login",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            ),
+        ):
+            assert r.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in r.headers
+        named = http.get("/health", headers={"Origin": "https://app.example.com"})
+        assert named.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert named.headers["access-control-allow-credentials"] == "true"
+
+
 async def test_websocket_origin_allow_list(tmp_path: Path) -> None:
     env = {"PYGW_WS_ALLOWED_ORIGINS": "https://app.example.com"}
     with (

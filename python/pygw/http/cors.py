@@ -27,8 +27,12 @@ class OriginMatcher:
         self.enabled = bool(cleaned)
 
     def allows(self, origin: str) -> bool:
+        return self.any or self.listed(origin)
+
+    def listed(self, origin: str) -> bool:
+        """Named by an exact origin or a subdomain wildcard (not merely by ``*``)."""
         origin = origin.rstrip("/").lower()
-        if self.any or origin in self.exact:
+        if origin in self.exact:
             return True
         for scheme, suffix in self.suffixes:
             if origin.startswith(scheme) and origin.endswith(suffix):
@@ -46,8 +50,14 @@ class CORS:
         return self.matcher.enabled
 
     def _allow_origin(self, origin: str) -> str:
-        # "*" cannot be combined with credentials: echo the origin then.
-        return "*" if self.matcher.any and not self.allow_credentials else origin
+        # An origin allowed only through "*" gets "*", never its own name echoed back: with
+        # credentials that would hand every site the user's authority (browsers refuse "*" with
+        # credentials, which is the point).
+        return origin if self.matcher.listed(origin) else "*"
+
+    def _credentials(self, origin: str) -> bool:
+        """Credentials only for origins the operator named, never through "*"."""
+        return self.allow_credentials and self.matcher.listed(origin)
 
     def preflight(self, origin: str, requested_headers: str | None) -> Response:
         if not self.matcher.allows(origin):
@@ -59,7 +69,7 @@ class CORS:
             ("Access-Control-Max-Age", "600"),
             ("Vary", "Origin"),
         ]
-        if self.allow_credentials:
+        if self._credentials(origin):
             headers.append(("Access-Control-Allow-Credentials", "true"))
         return Response(204, b"", b"text/plain", headers=headers)
 
@@ -72,6 +82,6 @@ class CORS:
             ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
             ("Vary", "Origin"),
         ]
-        if self.allow_credentials:
+        if self._credentials(origin):
             extra.append(("Access-Control-Allow-Credentials", "true"))
         response.headers = (response.headers or []) + extra
