@@ -20,6 +20,8 @@ One Redis (:data:`SINGLE`), unchanged from the original gateway plus pygw's own 
 ``pygw:user_families:{username}``  set     the user's family ids (deleted with the user)
 ``pygw:current_family:{username}`` string  the family of the user's current login
 ``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
+``pygw:token_floors``              hash    username -> ``<gen>:<until>`` token generation
+                                           floors (see RedisStorage.raise_token_floor)
 ``pygw:gateway_users:{id}``        set     users whose connection record says online on
                                            gateway ``id`` (marked offline if it dies)
 ``pygw:gateways``                  set     gateway ids that have such a set

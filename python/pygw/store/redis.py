@@ -5,30 +5,8 @@ keys are the original gateway's (``users:alice``, ``sessions:<id>``, ``connectio
 pygw's own under ``pygw:``; on a cluster the same names carry hash tags so every script's keys
 share a slot, and what spans two slots is written in two steps (see ``_layout``).
 
-``users:{username}``               hash    password, email, role, last_login (original)
-``sessions:{session_id}``          string  JSON user_id, chat_id, data, created_at, last_access
-                                           with a PX inactivity TTL (original)
-``connections:{username}``         hash    session_id, gateway_id, ws_connected, last_seen,
-                                           connected_at (original)
-``pygw:users``                     set     usernames, for counting/listing without KEYS
-``pygw:users:indexed``             string  set once ``pygw:users`` was back-filled by SCAN
-``pygw:user_sessions:{username}``  zset    session ids scored by creation time
-``pygw:session_expiry``            zset    session ids scored by expiry time (stats, cleanup)
-``pygw:session_owner``             hash    session id -> username (cleanup of expired ids)
-``pygw:revoked_tokens``            zset    revoked jti scored by its exp
-``pygw:refresh_family:{family}``   hash    a refresh family, EXPIREAT its expires_at
-``pygw:user_families:{username}``  set     the user's family ids (deleted with the user)
-``pygw:current_family:{username}`` string  the family of the user's current login
-``pygw:routes``                    hash    dynamic route name -> JSON (base_url, path, ...)
-``pygw:token_floors``              hash    username -> ``<gen>:<until>`` token generation
-                                           floors (see RedisStorage.raise_token_floor)
-``pygw:gateway_users:{id}``        set     users whose connection record says online on
-                                           gateway ``id`` (see RedisStorage.reap_connections)
-``pygw:gateways``                  set     gateway ids that have such a set
-=================================  ======  ==============================================
+The keys of both layouts, with their types and contents, are listed in :mod:`pygw.store._layout`.
 
-Session updates are write-behind: see :meth:`RedisStorage.update_session`.
-=======
 Session updates and connection records are write-behind: see :meth:`RedisStorage.update_session`.
 On a cluster a write counts as done only once a replica confirmed it (``WAIT``, see
 :class:`pygw.redis_client.Replication`): a write-behind flush that no replica confirmed stays
@@ -36,7 +14,8 @@ pending and is sent again, so a primary that dies between its acknowledgement an
 loses nothing this node acknowledged.
 
 Token generation floors (``pygw:token_floors``, one hash: username -> ``<gen>:<until>``, one key,
-so one slot on a cluster too): see :meth:`RedisStorage.raise_token_floor`.
+so one slot on a cluster too): see :meth:`RedisStorage.raise_token_floor`. On a cluster the floor
+is not yet confirmed by ``WAIT`` like the session writes are.
 """
 
 from __future__ import annotations
