@@ -76,6 +76,12 @@ class Settings:
     logging_level: str = "INFO"
     batch_write_interval_ms: int = 100
     # --- pygw ---
+    session_max_bytes: int = 64 * 1024
+    """Bytes of a session's stored JSON (data, chat_id, timestamps): an update that would make
+    a session larger is refused (413) and changes nothing. 0 = no limit."""
+    session_update_max_bytes: int = 16 * 1024
+    """Bytes of one session update (its ``data`` and ``chat_id`` as JSON); larger: 413.
+    0 = no limit."""
     session_write_through: bool = False
     """Redis: a session update is acknowledged only once Redis has it (the node's pending
     updates are flushed at once, concurrent ones together) instead of write-behind."""
@@ -111,6 +117,13 @@ class Settings:
     ws_max_backpressure: int = 256 * 1024
     """Bytes queued for one client before it is closed with 1013 (it stopped reading)."""
     ws_max_errors: int = 20
+    ws_max_subscriptions: int = 256
+    """Channels one WebSocket may be subscribed to at once; a subscribe beyond it gets an error
+    frame (429) and the connection stays open. 0 = no limit."""
+    channel_meta_ttl: float = 86400.0
+    """Seconds a channel's offsets (epoch, top; Redis ``pygw:chmeta:<ch>``) are kept after its
+    last publication (or first subscription); at least its namespace's ``history_ttl``. A
+    client resuming after they expired is told ``recovered: false``."""
     metrics_port: int = 0
     """Serve ``/metrics`` on this port only (and not on the API port); 0 = on the API port."""
     stats_interval: float = 1.0
@@ -236,6 +249,10 @@ class Settings:
         num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
         num("PYGW_WS_MAX_BACKPRESSURE", int, "ws_max_backpressure")
         num("PYGW_WS_MAX_ERRORS", int, "ws_max_errors")
+        num("PYGW_WS_MAX_SUBSCRIPTIONS", int, "ws_max_subscriptions")
+        num("PYGW_CHANNEL_META_TTL", float, "channel_meta_ttl")
+        num("PYGW_SESSION_MAX_BYTES", int, "session_max_bytes")
+        num("PYGW_SESSION_UPDATE_MAX_BYTES", int, "session_update_max_bytes")
         num("PYGW_WS_MAX_CONNECTIONS", int, "ws_max_connections")
         num("PYGW_DRAIN_SECONDS", float, "drain_seconds")
         num("PYGW_STATS_INTERVAL", float, "stats_interval")
@@ -338,6 +355,15 @@ class Settings:
             raise ConfigError("PYGW_REDIS_CLUSTER needs REDIS_URL (any node of the cluster)")
         if self.redis_wait_replicas < 0:
             raise ConfigError("PYGW_REDIS_WAIT_REPLICAS must be >= 0")
+        if self.session_max_bytes < 0 or self.session_update_max_bytes < 0:
+            raise ConfigError(
+                "PYGW_SESSION_MAX_BYTES and PYGW_SESSION_UPDATE_MAX_BYTES must be >= 0"
+                " (0 = no limit)"
+            )
+        if self.ws_max_subscriptions < 0:
+            raise ConfigError("PYGW_WS_MAX_SUBSCRIPTIONS must be >= 0 (0 = no limit)")
+        if self.channel_meta_ttl < 1:
+            raise ConfigError("PYGW_CHANNEL_META_TTL must be at least 1 second")
         if self.batch_write_interval_ms < 1:
             raise ConfigError("BATCH_WRITE_INTERVAL_MS must be at least 1")
         if self.algorithm.startswith("HS"):

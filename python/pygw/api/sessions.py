@@ -204,7 +204,7 @@ async def delete_account(ctx: Context, svc: Services) -> dict[str, str]:
         "(the access token's `sid`) while it exists; else creates a new session."
     ),
     tags=TAGS,
-    errors=(401, 422),
+    errors=(401, 413, 422),
 )
 async def create(ctx: Context, svc: Services) -> dict[str, object]:
     body: SessionCreateRequest = ctx.body
@@ -262,10 +262,12 @@ async def get_session(ctx: Context, svc: Services) -> dict[str, object]:
     description=(
         "`data` is shallow-merged into the session's data. The write is coalesced and "
         "flushed to Redis every BATCH_WRITE_INTERVAL_MS; reads on the same node see it at once. "
-        "With PYGW_SESSION_WRITE_THROUGH=true the answer waits until Redis has it."
+        "With PYGW_SESSION_WRITE_THROUGH=true the answer waits until Redis has it. "
+        "413: the update is larger than PYGW_SESSION_UPDATE_MAX_BYTES (16 KiB), or the session "
+        "would become larger than PYGW_SESSION_MAX_BYTES (64 KiB); nothing is written."
     ),
     tags=TAGS,
-    errors=(401, 403, 404, 422),
+    errors=(401, 403, 404, 413, 422),
 )
 async def update_session(ctx: Context, svc: Services) -> dict[str, object]:
     sid = ctx.params["session_id"]

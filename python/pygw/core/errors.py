@@ -56,6 +56,18 @@ class TooLarge(PygwError):
     status = 413
 
 
+class SessionTooLarge(TooLarge):
+    """A session update larger than ``PYGW_SESSION_UPDATE_MAX_BYTES``, or one that would make
+    the stored session larger than ``PYGW_SESSION_MAX_BYTES``; nothing was written (413)."""
+
+
+class LimitReached(PygwError):
+    """A per-connection quota is used up (e.g. ``PYGW_WS_MAX_SUBSCRIPTIONS``); the connection
+    stays usable (error frame code 429)."""
+
+    status = 429
+
+
 class Invalid(PygwError):
     """Input that parses but cannot be accepted (HTTP 422); ``loc`` names the field."""
 

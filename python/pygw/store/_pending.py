@@ -39,7 +39,7 @@ class SessionDelta:
             session.last_access = self.last_access
 
     def script_args(self) -> tuple[list[bytes | str], list[tuple[str, str]]]:
-        """The MERGE_SESSION arguments after the first three (see ``_redis_scripts``), and
+        """The MERGE_SESSION arguments after the first four (see ``_redis_scripts``), and
         what could not be encoded: ``(field, reason)`` pairs, each left out alone (a bad
         ``chat_id`` keeps the stored one, a bad data key or value leaves that key as stored)."""
         dropped: list[tuple[str, str]] = []
@@ -81,8 +81,8 @@ class PendingSession:
     written: int = 0
     """The number of the last change a flush wrote (or found nothing to write to)."""
     outcome: Any = None
-    """What that flush's MERGE_SESSION answered: 1 written, 0 the session is gone, else an
-    error."""
+    """What that flush's MERGE_SESSION answered: 1 written, 0 the session is gone, -2 refused
+    (the session would be larger than its limit), else an error."""
 
     def absorb(self, delta: SessionDelta) -> int:
         """Coalesce a change into the pending delta; returns its number."""

@@ -111,16 +111,18 @@ MERGE_SESSION = LuaScript(
     _JSON_SPLICE
     + r"""
 -- KEYS: sessions:{sid}, expiry index
--- ARGV: ttl_ms, expiry score, sid, raw chat_id JSON ('' = keep), raw last_access JSON ('' = keep),
---       then (key, raw key JSON, raw value JSON) triples shallow-merged into data.
--- Returns 1 merged, 0 session gone (never resurrected), -1 stored value is not a JSON object.
+-- ARGV: ttl_ms, expiry score, sid, max session bytes (0 = no limit), raw chat_id JSON
+--       ('' = keep), raw last_access JSON ('' = keep), then (key, raw key JSON, raw value JSON)
+--       triples shallow-merged into data.
+-- Returns 1 merged, 0 session gone (never resurrected), -1 stored value is not a JSON object,
+-- -2 the merged session would be larger than the limit and than it is now (nothing written).
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 local ok, doc = pcall(split_object, cur)
 if not ok or not doc then return -1 end
-if ARGV[4] ~= '' then put(doc, 'chat_id', '"chat_id"', ARGV[4]) end
-if ARGV[5] ~= '' then put(doc, 'last_access', '"last_access"', ARGV[5]) end
-if #ARGV > 5 then
+if ARGV[5] ~= '' then put(doc, 'chat_id', '"chat_id"', ARGV[5]) end
+if ARGV[6] ~= '' then put(doc, 'last_access', '"last_access"', ARGV[6]) end
+if #ARGV > 6 then
   local data = nil
   local data_raw = get(doc, 'data')
   if data_raw then
@@ -128,10 +130,13 @@ if #ARGV > 5 then
     if ok2 then data = parsed end
   end
   data = data or {}
-  for i = 6, #ARGV, 3 do put(data, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+  for i = 7, #ARGV, 3 do put(data, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
   put(doc, 'data', '"data"', join(data))
 end
-redis.call('SET', KEYS[1], join(doc), 'PX', ARGV[1])
+local new = join(doc)
+local max = tonumber(ARGV[4])
+if max > 0 and #new > max and #new > #cur then return -2 end
+redis.call('SET', KEYS[1], new, 'PX', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """,
