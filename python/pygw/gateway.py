@@ -51,7 +51,7 @@ from pygw.http.ratelimit import http_rate_hook
 from pygw.limits import Limits
 from pygw.metrics import Metrics, registry_for
 from pygw.proxy import ProxyClient, RouteTable
-from pygw.store.base import Storage
+from pygw.store.base import REVOKED_KEPT_AFTER_EXPIRY, Storage
 from pygw.transport.ports import ensure_port_free
 from pygw.transport.types import Server
 from pygw.transport.uws import UWSServer, WSOptions
@@ -83,15 +83,25 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
             close_flush_timeout=settings.shutdown_timeout * 0.8,
             cluster=settings.redis_cluster,
             wait_replicas=settings.redis_wait_replicas,
+            session_max_bytes=settings.session_max_bytes,
+            session_update_max_bytes=settings.session_update_max_bytes,
         )
         broker: Broker = RedisBroker(
-            settings.redis_url, node_id=settings.gateway_id, cluster=settings.redis_cluster
+            settings.redis_url,
+            node_id=settings.gateway_id,
+            cluster=settings.redis_cluster,
+            meta_ttl=settings.channel_meta_ttl,
         )
         return storage, broker
     from pygw.broker.memory import MemoryBroker
     from pygw.store.memory import MemoryStorage
 
-    return MemoryStorage(settings.session_ttl), MemoryBroker()
+    memory = MemoryStorage(
+        settings.session_ttl,
+        session_max_bytes=settings.session_max_bytes,
+        session_update_max_bytes=settings.session_update_max_bytes,
+    )
+    return memory, MemoryBroker()
 
 
 def raise_open_file_limit() -> int:
@@ -324,11 +334,23 @@ class Gateway:
             return
 
     def _prune_tokens(self) -> None:
-        """Drop what the verifier no longer needs (every entry ends with some token's expiry)."""
+        """Drop what the verifier no longer needs (every entry ends with some token's expiry),
+        and the stored revocations of tokens that expired (security review item 14)."""
         self.tokens.codec.prune()
+        self.tasks.spawn(self._prune_stored_revocations())
         self._prune_timer = asyncio.get_running_loop().call_later(
             TOKEN_PRUNE_EVERY, self._prune_tokens
         )
+
+    async def _prune_stored_revocations(self) -> None:
+        try:
+            now = int(time.time()) - REVOKED_KEPT_AFTER_EXPIRY
+            pruned = await self.storage.prune_revocations(now)
+        except BackendUnavailable as exc:
+            log.debug("revocations not pruned this time: %s", exc)
+            return
+        if pruned:
+            log.debug("pruned %d expired revocation(s) from storage", pruned)
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property

@@ -117,6 +117,11 @@ class RouteRecord:
     """Client WebSocket messages whose ``type`` is ``name`` are sent to this route."""
 
 
+REVOKED_KEPT_AFTER_EXPIRY = 60
+"""Seconds a revoked token id is kept past its token's expiry before pruning: nodes' clocks may
+disagree by a few seconds, and the id costs little."""
+
+
 class UnstorableValue(TypeError):
     """Session data holding a value that cannot be stored as JSON: an integer outside
     ``[-2**63, 2**64-1]``, nesting deeper than orjson encodes (254 levels), a string with an
@@ -266,6 +271,14 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def revoked_tokens(self, now: int) -> list[tuple[str, int]]:
         """Every (jti, exp) revoked and not yet expired at ``now``."""
+
+    @abc.abstractmethod
+    async def prune_revocations(self, now: int) -> int:
+        """Forget revoked ids whose token expired before ``now`` (nothing accepts them any
+        more) and token floors that ended before it; returns how many revoked ids went.
+        :meth:`revoke_token` also prunes what expired :data:`REVOKED_KEPT_AFTER_EXPIRY`
+        seconds ago, so the list holds about the live revocations; nodes call this
+        periodically (with the same margin) for when no revocation comes."""
 
     @abc.abstractmethod
     async def create_family(self, family: RefreshFamily) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -14,8 +15,10 @@ from typing import Any
 from pygw.core.errors import NotOwner
 from pygw.core.timeutil import iso_from_unix
 from pygw.store._codec import clone_json
+from pygw.store._limits import SessionLimits
 from pygw.store._pending import copy_session
 from pygw.store.base import (
+    REVOKED_KEPT_AFTER_EXPIRY,
     ConnectionRecord,
     RefreshFamily,
     RotateOutcome,
@@ -41,7 +44,8 @@ class MemoryStorage(Storage):
 
     Sessions expire ``session_ttl`` seconds after their last access (per ``clock``); expired
     ones are invisible at once, dropped when touched, and swept every ``sweep_interval``
-    seconds by a task started in :meth:`start`.
+    seconds by a task started in :meth:`start`. ``session_max_bytes`` and
+    ``session_update_max_bytes`` bound session writes (see :mod:`pygw.store._limits`; 0 = off).
     """
 
     name = "memory"
@@ -52,8 +56,11 @@ class MemoryStorage(Storage):
         *,
         clock: Callable[[], float] = time.time,
         sweep_interval: float | None = None,
+        session_max_bytes: int = 0,
+        session_update_max_bytes: int = 0,
     ) -> None:
         self._ttl = session_ttl
+        self._limits = SessionLimits(session_max_bytes, session_update_max_bytes)
         self._clock = clock
         self._sweep_interval = (
             sweep_interval if sweep_interval is not None else min(max(session_ttl, 0.1), 60.0)
@@ -63,6 +70,8 @@ class MemoryStorage(Storage):
         self._user_sessions: dict[str, dict[str, None]] = {}  # insertion order = oldest first
         self._connections: dict[str, ConnectionRecord] = {}
         self._revoked: dict[str, int] = {}
+        self._revoked_by_exp: list[tuple[int, str]] = []
+        """A heap of (exp, jti) over ``_revoked`` (and older exps of a jti revoked again)."""
         self._families: dict[str, RefreshFamily] = {}
         self._user_families: dict[str, set[str]] = {}
         self._current: dict[str, str] = {}
@@ -91,6 +100,7 @@ class MemoryStorage(Storage):
             await asyncio.sleep(self._sweep_interval)
             try:
                 self._sweep()
+                await self.prune_revocations(int(self._clock()) - REVOKED_KEPT_AFTER_EXPIRY)
             except Exception:
                 log.exception("session sweep failed")
 
@@ -189,8 +199,12 @@ class MemoryStorage(Storage):
             raise NotOwner(session_id)
         now = self._clock()
         session = stored.session
-        if data:
-            session.data.update(clone_json(data))
+        patch = clone_json(data) if data else None  # UnstorableValue before anything changes
+        if patch or chat_id is not None:
+            self._limits.check_update(chat_id, patch or {})
+            self._limits.check_merge(session, chat_id, patch or {})
+        if patch:
+            session.data.update(patch)
         if chat_id is not None:
             session.chat_id = chat_id
         session.last_access = iso_from_unix(now)
@@ -227,13 +241,31 @@ class MemoryStorage(Storage):
 
     # -- token state ----------------------------------------------------------------------------
     async def revoke_token(self, jti: str, exp: int) -> None:
-        self._revoked[jti] = max(exp, self._revoked.get(jti, exp))
+        self._prune_revoked(int(self._clock()) - REVOKED_KEPT_AFTER_EXPIRY)
+        exp = max(exp, self._revoked.get(jti, exp))
+        self._revoked[jti] = exp
+        heapq.heappush(self._revoked_by_exp, (exp, jti))
+
+    def _prune_revoked(self, now: int) -> int:
+        """Drop entries with ``exp < now``, oldest first (O(log n) each)."""
+        heap, revoked = self._revoked_by_exp, self._revoked
+        dropped = 0
+        while heap and heap[0][0] < now:
+            exp, jti = heapq.heappop(heap)
+            if revoked.get(jti) == exp:
+                del revoked[jti]
+                dropped += 1
+        return dropped
 
     async def revoked_tokens(self, now: int) -> list[tuple[str, int]]:
         """Entries with ``exp >= now``; older ones are pruned."""
-        for jti in [j for j, exp in self._revoked.items() if exp < now]:
-            del self._revoked[jti]
+        self._prune_revoked(now)
         return list(self._revoked.items())
+
+    async def prune_revocations(self, now: int) -> int:
+        for user in [u for u, (_, until) in self._floors.items() if until < now]:
+            del self._floors[user]
+        return self._prune_revoked(now)
 
     def _family(self, family: str, now: float) -> RefreshFamily | None:
         record = self._families.get(family)

@@ -31,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, NoScriptError, TryAgainError
 
-from pygw.core.errors import BackendUnavailable, NotOwner
+from pygw.core.errors import BackendUnavailable, NotOwner, SessionTooLarge
 from pygw.core.timeutil import now_iso
 from pygw.redis_client import (
     UNREACHABLE,
@@ -61,8 +61,10 @@ from pygw.store._codec import (
     user_to_hash,
 )
 from pygw.store._layout import CLUSTER, SINGLE, SessionIndex
+from pygw.store._limits import SessionLimits, session_too_large
 from pygw.store._pending import PendingSession, SessionDelta, copy_session
 from pygw.store.base import (
+    REVOKED_KEPT_AFTER_EXPIRY,
     ConnectionRecord,
     RefreshFamily,
     RotateOutcome,
@@ -100,6 +102,9 @@ class RedisStorage(Storage):
 
     ``wait_replicas`` (cluster only; 0 = off): a write counts as done once that many replicas
     confirmed it, when its shard has any (see :class:`pygw.redis_client.Replication`).
+
+    ``session_max_bytes`` and ``session_update_max_bytes`` bound session writes (see
+    :mod:`pygw.store._limits`; 0 = off), the first also inside the merge script.
     """
 
     name = "redis"
@@ -118,8 +123,14 @@ class RedisStorage(Storage):
         wait_replicas: int = 1,
         wait_timeout_ms: int = 500,
         write_through: bool = False,
+        session_max_bytes: int = 0,
+        session_update_max_bytes: int = 0,
     ) -> None:
         self._write_through = write_through
+        self._limits = SessionLimits(session_max_bytes, session_update_max_bytes)
+        self.refused_merges = 0
+        """Flushed updates the merge script refused because the session would have grown
+        past ``session_max_bytes`` (a race with another node's writes; each is logged)."""
         self._ttl = session_ttl
         self._ttl_ms = max(1, round(session_ttl * 1000))
         self._interval = max(batch_interval_ms, 1) / 1000
@@ -505,6 +516,8 @@ class RedisStorage(Storage):
         delta = SessionDelta(
             chat_id=chat_id, data=clone_json(data) if data else {}, last_access=now_iso()
         )
+        if delta.data or chat_id is not None:
+            self._limits.check_update(chat_id, delta.data)
         entry = self._pending.get(session_id)
         if entry is None:
             stored = await self._load_session(session_id, "update_session")
@@ -515,6 +528,7 @@ class RedisStorage(Storage):
                 entry = self._pending[session_id] = PendingSession(view=stored)
         if owner is not None and entry.view.user_id != owner:
             raise NotOwner(session_id)
+        self._limits.check_merge(entry.view, chat_id, delta.data)
         change = entry.absorb(delta)
         delta.apply_to(entry.view)
         if self._write_through and not await self._written(session_id, entry, change):
@@ -531,6 +545,8 @@ class RedisStorage(Storage):
                     return True
                 if entry.outcome == 0:
                     return False
+                if entry.outcome == -2:
+                    raise SessionTooLarge(session_too_large(self._limits.session_max_bytes))
                 raise BackendUnavailable(f"session {session_id} not written: {entry.outcome}")
             if self._pending.get(session_id) is not entry:
                 return False  # deleted meanwhile
@@ -665,7 +681,14 @@ class RedisStorage(Storage):
             entry.flush_done(result)
             if self._pending.get(sid) is not entry:
                 continue  # deleted (or re-created) meanwhile
-            if result == 1 and not entry.delta.is_empty():
+            if result == -2:
+                self.refused_merges += 1
+                log.warning(
+                    "session %s: update dropped, the session would be larger than %d bytes",
+                    sid,
+                    self._limits.session_max_bytes,
+                )
+            if result in (1, -2) and not entry.delta.is_empty():
                 continue  # changed during the flush: next tick
             if isinstance(result, Exception):
                 log.warning("dropping pending update of session %s: %s", sid, result)
@@ -813,7 +836,7 @@ class RedisStorage(Storage):
             calls.append(
                 (
                     [keys.session(sid), keys.session_expiry(sid)],
-                    [self._ttl_ms, now + self._ttl, sid, *args],
+                    [self._ttl_ms, now + self._ttl, sid, self._limits.session_max_bytes, *args],
                 )
             )
         return await lua.MERGE_SESSION.run_many(self._redis, calls, self._replication)
@@ -842,8 +865,25 @@ class RedisStorage(Storage):
 
     # -- token state ----------------------------------------------------------------------------
     async def revoke_token(self, jti: str, exp: int) -> None:
+        """ZADD, and ZREMRANGEBYSCORE of what expired (more than
+        :data:`~pygw.store.base.REVOKED_KEPT_AFTER_EXPIRY` seconds ago) in the same
+        transaction: the zset keeps about the live ones only."""
         key = self._keys.revoked
-        await self._write("revoke_token", _one(key, lambda p: p.zadd(key, {jti: exp}, gt=True)))
+        expired = f"({int(time.time()) - REVOKED_KEPT_AFTER_EXPIRY}"
+
+        def stage(p: Any) -> list[str]:
+            p.zadd(key, {jti: exp}, gt=True)
+            p.zremrangebyscore(key, "-inf", expired)
+            return [key, key]
+
+        await self._write("revoke_token", stage)
+
+    async def prune_revocations(self, now: int) -> int:
+        key = self._keys.revoked
+        with unavailable_on_error("prune_revocations"):
+            removed = await self._redis.zremrangebyscore(key, "-inf", f"({now}")
+            await self.LIVE_FLOORS.run(self._redis, [self.TOKEN_FLOORS], [now])
+        return int(removed)
 
     async def revoked_tokens(self, now: int) -> list[tuple[str, int]]:
         """Entries with ``exp >= now``; older ones are pruned."""
