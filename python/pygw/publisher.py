@@ -14,6 +14,7 @@ gateways expect it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -23,7 +24,7 @@ from pygw._native import ChannelPolicy
 from pygw.broker.base import Publication
 from pygw.broker.publish import ChannelPublisher
 from pygw.broker.redis import RedisBroker
-from pygw.config import namespaces_from_env
+from pygw.config import Settings, namespaces_from_env
 
 
 class Publisher:
@@ -33,14 +34,23 @@ class Publisher:
         *,
         namespaces: list[dict[str, Any]] | None = None,
         cluster: bool = False,
+        channel_meta_ttl: float | None = None,
     ) -> None:
         """``cluster``: ``redis_url`` names a node of a Redis Cluster (as the gateways'
-        ``PYGW_REDIS_CLUSTER``)."""
+        ``PYGW_REDIS_CLUSTER``); ``channel_meta_ttl``: as the gateways'
+        ``PYGW_CHANNEL_META_TTL`` (default: that variable, else one day)."""
         if namespaces is None:
             namespaces = namespaces_from_env()
+        if channel_meta_ttl is None:
+            channel_meta_ttl = Settings.from_env(
+                {"PYGW_CHANNEL_META_TTL": os.environ.get("PYGW_CHANNEL_META_TTL", "")}
+            ).channel_meta_ttl
         policy = ChannelPolicy(orjson.dumps(namespaces), True)
         self._broker = RedisBroker(
-            redis_url, node_id=f"publisher-{uuid.uuid4().hex[:8]}", cluster=cluster
+            redis_url,
+            node_id=f"publisher-{uuid.uuid4().hex[:8]}",
+            cluster=cluster,
+            meta_ttl=channel_meta_ttl,
         )
         self._publisher = ChannelPublisher(self._broker, policy)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from typing import Any
@@ -37,6 +38,9 @@ from pygw.redis_client import LuaScript, connect, unavailable_on_error
 log = logging.getLogger("pygw.broker")
 
 META_TTL = 7 * 86400
+"""Seconds a channel's presence hash is kept after its last join."""
+CHANNEL_META_TTL = 86400.0
+"""Default seconds a channel's offsets are kept (``PYGW_CHANNEL_META_TTL``)."""
 HEARTBEAT_EVERY = 5.0
 HEARTBEAT_TTL = 15
 
@@ -55,14 +59,16 @@ if ARGV[8] == '1' then
   end
   offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
   redis.call('HSET', KEYS[1], 'ttl', ARGV[4])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[9]))
   envelope = '{"type":"message","channel":' .. ARGV[1] .. ',"data":' .. ARGV[2]
     .. ',"offset":' .. offset .. '}'
   local size = tonumber(ARGV[3])
   if size > 0 then
     redis.call('RPUSH', KEYS[2], offset .. ':' .. ARGV[5] .. ':' .. ARGV[2])
     redis.call('LTRIM', KEYS[2], -size, -1)
-    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+    -- the newest entry is too old once history_ttl has passed: the list goes with it
+    local history_ms = tonumber(ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], history_ms > 0 and history_ms or tonumber(ARGV[9]))
   end
 else
   envelope = '{"type":"message","channel":' .. ARGV[1] .. ',"data":' .. ARGV[2] .. '}'
@@ -85,9 +91,20 @@ class RedisBroker(Broker):
     name = "redis"
 
     def __init__(
-        self, url: str, *, node_id: str, cluster: bool = False, socket_timeout: float = 2.0
+        self,
+        url: str,
+        *,
+        node_id: str,
+        cluster: bool = False,
+        socket_timeout: float = 2.0,
+        meta_ttl: float = CHANNEL_META_TTL,
     ) -> None:
         self.url = url
+        self.meta_ttl_ms = max(1000, round(meta_ttl * 1000))
+        """A channel's offsets (``chmeta``) are kept this long after its last publication, or
+        its first subscription if it has none; at least the channel's ``history_ttl``. A
+        history list is kept ``history_ttl`` after its last publication (``meta_ttl`` when
+        the namespace sets no ``history_ttl``)."""
         self.node_id = node_id
         self.keys = CLUSTER if cluster else SINGLE
         self.redis = connect(
@@ -255,7 +272,7 @@ class RedisBroker(Broker):
             target,
             _new_epoch(),
             1,
-            META_TTL,
+            max(self.meta_ttl_ms, math.ceil(options.history_ttl * 1000)),
             self.keys.publish_command,
         )
         keys = (self.keys.meta(channel), self.keys.history(channel))
@@ -286,7 +303,7 @@ class RedisBroker(Broker):
             # One slot on a cluster too: the pipeline goes to one node, in order.
             pipe = self.redis.pipeline(transaction=not self.keys.cluster)
             pipe.hsetnx(meta, "epoch", _new_epoch())
-            pipe.expire(meta, META_TTL, nx=True)
+            pipe.pexpire(meta, self.meta_ttl_ms, nx=True)
             pipe.hmget(meta, "epoch", "offset", "ttl")
             if with_history:
                 pipe.lrange(self.keys.history(channel), 0, -1)

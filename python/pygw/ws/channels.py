@@ -13,7 +13,7 @@ from pygw._native import ClientFrame
 from pygw.broker.base import Broker
 from pygw.broker.publish import ChannelPublisher
 from pygw.core.codes import E_BAD_REQUEST, E_NOT_FOUND
-from pygw.core.errors import BadRequest, Forbidden, NotFound
+from pygw.core.errors import BadRequest, Forbidden, LimitReached, NotFound
 from pygw.core.tasks import BackgroundTasks
 from pygw.transport import sockets
 from pygw.ws.connection import Connection
@@ -40,7 +40,10 @@ class Subscriptions:
         delivery: Delivery,
         tasks: BackgroundTasks,
         node_id: str,
+        max_per_connection: int = 0,
     ) -> None:
+        self.max_per_connection = max_per_connection
+        """Channels one connection may be subscribed to (0 = any number)."""
         self.broker = broker
         self.publisher = publisher
         self.rules = rules
@@ -124,9 +127,27 @@ class Subscriptions:
         return self.subscribe(conn, frame, self.check("subscribe", conn, frame))
 
     async def subscribe(self, conn: Connection, frame: ClientFrame, channel: str) -> Any:
+        already = conn.channels is not None and channel in conn.channels
+        if already:
+            return await self._subscribe(conn, frame, channel, already)
+        # Checked and counted before the first await: concurrent subscribes count too.
+        cap = self.max_per_connection
+        if cap and len(conn.channels or ()) + conn.subscribing >= cap:
+            raise LimitReached(
+                f"Too many subscriptions: at most {cap} channels per connection"
+                " (unsubscribe from one first)"
+            )
+        conn.subscribing += 1
+        try:
+            return await self._subscribe(conn, frame, channel, already)
+        finally:
+            conn.subscribing -= 1
+
+    async def _subscribe(
+        self, conn: Connection, frame: ClientFrame, channel: str, already: bool
+    ) -> Any:
         broker = self.broker
         size, _ttl, presence = self.rules.options(channel)
-        already = conn.channels is not None and channel in conn.channels
         if not already:
             await self.acquire(channel)
         try:

@@ -36,6 +36,7 @@ class Connection:
         "remote",
         "role",
         "session_id",
+        "subscribing",
         "user_id",
         "ws",
     )
@@ -68,6 +69,8 @@ class Connection:
         self.refused = refused
         """Set when the upgrade is accepted only to close with 1008 and this reason."""
         self.channels: set[str] | None = None
+        self.subscribing = 0
+        """Subscriptions under way (not in ``channels`` yet); they count towards the cap."""
         self.errors = 0
         self.errors_since = 0.0
         self.closing = False

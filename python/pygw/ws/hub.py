@@ -99,6 +99,7 @@ class Hub:
             delivery=self.delivery,
             tasks=tasks,
             node_id=self.node_id,
+            max_per_connection=settings.ws_max_subscriptions,
         )
         self.replay = ChannelReplay(broker, self.delivery, tasks)
         frames = OriginalFrames if settings.ws_frames == "original" else Messages
