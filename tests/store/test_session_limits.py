@@ -4,6 +4,7 @@ script's own check when another node's writes make a node's view stale."""
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import redis
 
 from pygw.core.errors import SessionTooLarge
 from pygw.core.timeutil import now_iso
+from pygw.store._limits import SessionLimits
 from pygw.store.base import SessionRecord, Storage
 from pygw.store.redis import RedisStorage
 from redis_server import RedisServer
@@ -159,3 +161,35 @@ async def test_redis_refuses_a_merge_that_another_nodes_writes_made_too_large(
     finally:
         await a.close()
         await b.close()
+
+
+def test_the_size_hint_never_lets_a_session_past_its_limit() -> None:
+    """Random merges decided with the hint (no encoding while it fits) are the decisions an
+    exact encoding of every merge gives."""
+    limits = SessionLimits(SESSION_MAX, UPDATE_MAX)
+    rng = random.Random(20261205)
+    session = new_session("alice")
+    hint = 0
+    refused = 0
+    for _ in range(2000):
+        chat_id = rng.choice([None, None, None, "c" * rng.randrange(0, 80)])
+        data = {
+            f"k{rng.randrange(12)}": "x" * rng.randrange(0, 500) for _ in range(rng.randrange(3))
+        }
+        merged = session.to_json_dict() | {"data": {**session.data, **data}}
+        if chat_id is not None:
+            merged["chat_id"] = chat_id
+        size = len(json.dumps(merged, separators=(",", ":")))
+        current = len(json.dumps(session.to_json_dict(), separators=(",", ":")))
+        expect_refused = (bool(data) or chat_id is not None) and current < size > SESSION_MAX
+        try:
+            hint = limits.admit(session, chat_id, data, hint)
+        except SessionTooLarge:
+            assert expect_refused, (size, current)
+            refused += 1
+            continue
+        assert not expect_refused, (size, current, hint)
+        session.data.update(data)
+        session.chat_id = chat_id if chat_id is not None else session.chat_id
+        assert hint == 0 or hint >= size
+    assert refused > 100  # the limit was reached often

@@ -24,43 +24,50 @@ import orjson
 from pygw.core.errors import SessionTooLarge
 from pygw.store.base import SessionRecord
 
+SLACK = 64
+"""Bytes an update may add besides its data and chat_id (a longer ``last_access``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     session_max_bytes: int = 0
     update_max_bytes: int = 0
 
-    def check_update(self, chat_id: str | None, data: dict[str, Any]) -> None:
-        """Refuse an update over ``update_max_bytes``; ``data`` must be storable (cloned)."""
-        limit = self.update_max_bytes
-        if not limit:
-            return
-        size = (len(orjson.dumps(data)) if data else 0) + (
+    def admit(
+        self, session: SessionRecord, chat_id: str | None, data: dict[str, Any], size_hint: int
+    ) -> int:
+        """Raise :class:`SessionTooLarge` if merging ``chat_id``/``data`` (storable, cloned)
+        into ``session`` must be refused; else return the new size hint: an upper bound of
+        the merged session's stored JSON size, or 0 (unknown). ``session`` is not changed.
+
+        ``size_hint`` is the last one returned for this session (0 if unknown). Merging never
+        grows the document by more than the update's JSON (a new pair costs its text and a
+        comma, the update's braces pay for that), so while hint + update fits nothing is
+        encoded; past it the merged document is encoded once to know its exact size."""
+        if not data and chat_id is None:
+            return size_hint
+        update = (len(orjson.dumps(data)) if data else 0) + (
             len(orjson.dumps(chat_id)) if chat_id is not None else 0
         )
-        if size > limit:
+        if self.update_max_bytes and update > self.update_max_bytes:
             raise SessionTooLarge(
-                f"Session update larger than {limit} bytes ({size} bytes of data and chat_id);"
-                " nothing was written"
+                f"Session update larger than {self.update_max_bytes} bytes ({update} bytes of"
+                " data and chat_id); nothing was written"
             )
-
-    def check_merge(
-        self, session: SessionRecord, chat_id: str | None, data: dict[str, Any]
-    ) -> None:
-        """Refuse merging ``chat_id``/``data`` into ``session`` if the stored document would
-        grow past ``session_max_bytes``. ``session`` is not changed."""
         limit = self.session_max_bytes
-        if not limit or (not data and chat_id is None):
-            return
+        if not limit:
+            return 0
+        if size_hint and size_hint + update + SLACK <= limit:
+            return size_hint + update + SLACK
         doc = session.to_json_dict()
         if data:
             doc["data"] = {**session.data, **data}
         if chat_id is not None:
             doc["chat_id"] = chat_id
         size = len(orjson.dumps(doc))
-        if size <= limit or size <= len(orjson.dumps(session.to_json_dict())):
-            return
-        raise SessionTooLarge(session_too_large(limit, size))
+        if size > limit and size > len(orjson.dumps(session.to_json_dict())):
+            raise SessionTooLarge(session_too_large(limit, size))
+        return size
 
 
 def session_too_large(limit: int, size: int | None = None) -> str:

@@ -74,6 +74,8 @@ class PendingSession:
     view: SessionRecord
     delta: SessionDelta = field(default_factory=SessionDelta)
     inflight: SessionDelta | None = None
+    size: int = 0
+    """An upper bound of ``view``'s JSON size, 0 if unknown (see ``SessionLimits.admit``)."""
     changes: int = 0
     """Changes absorbed so far (numbers them, for write-through waiters)."""
     flushing: int = 0

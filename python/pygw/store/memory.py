@@ -37,6 +37,8 @@ log = logging.getLogger("pygw.store.memory")
 class _Stored:
     session: SessionRecord
     expires_at: float
+    size: int = 0
+    """An upper bound of the session's JSON size, 0 if unknown (see ``SessionLimits``)."""
 
 
 class MemoryStorage(Storage):
@@ -200,9 +202,7 @@ class MemoryStorage(Storage):
         now = self._clock()
         session = stored.session
         patch = clone_json(data) if data else None  # UnstorableValue before anything changes
-        if patch or chat_id is not None:
-            self._limits.check_update(chat_id, patch or {})
-            self._limits.check_merge(session, chat_id, patch or {})
+        stored.size = self._limits.admit(session, chat_id, patch or {}, stored.size)
         if patch:
             session.data.update(patch)
         if chat_id is not None:

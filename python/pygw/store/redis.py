@@ -491,6 +491,7 @@ class RedisStorage(Storage):
         if pending is not None:
             pending.overlay(stored)
             pending.view = copy_session(stored)
+            pending.size = 0  # another node may have written: size unknown
         return stored
 
     async def update_session(
@@ -516,8 +517,6 @@ class RedisStorage(Storage):
         delta = SessionDelta(
             chat_id=chat_id, data=clone_json(data) if data else {}, last_access=now_iso()
         )
-        if delta.data or chat_id is not None:
-            self._limits.check_update(chat_id, delta.data)
         entry = self._pending.get(session_id)
         if entry is None:
             stored = await self._load_session(session_id, "update_session")
@@ -528,7 +527,7 @@ class RedisStorage(Storage):
                 entry = self._pending[session_id] = PendingSession(view=stored)
         if owner is not None and entry.view.user_id != owner:
             raise NotOwner(session_id)
-        self._limits.check_merge(entry.view, chat_id, delta.data)
+        entry.size = self._limits.admit(entry.view, chat_id, delta.data, entry.size)
         change = entry.absorb(delta)
         delta.apply_to(entry.view)
         if self._write_through and not await self._written(session_id, entry, change):
