@@ -44,7 +44,7 @@ class SessionLimits:
         grows the document by more than the update's JSON (a new pair costs its text and a
         comma, the update's braces pay for that), so while hint + update fits nothing is
         encoded; past it the merged document is encoded once to know its exact size."""
-        if not data and chat_id is None:
+        if (not data and chat_id is None) or not (self.update_max_bytes or self.session_max_bytes):
             return size_hint
         update = (len(orjson.dumps(data)) if data else 0) + (
             len(orjson.dumps(chat_id)) if chat_id is not None else 0
