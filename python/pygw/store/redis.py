@@ -682,6 +682,7 @@ class RedisStorage(Storage):
                 continue  # deleted (or re-created) meanwhile
             if result == -2:
                 self.refused_merges += 1
+                entry.size = 0  # the view holds what Redis refused: size unknown
                 log.warning(
                     "session %s: update dropped, the session would be larger than %d bytes",
                     sid,
