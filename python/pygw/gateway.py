@@ -101,7 +101,7 @@ def create_backends(settings: Settings) -> tuple[Storage, Broker]:
         session_max_bytes=settings.session_max_bytes,
         session_update_max_bytes=settings.session_update_max_bytes,
     )
-    return memory, MemoryBroker()
+    return memory, MemoryBroker(meta_ttl=settings.channel_meta_ttl)
 
 
 def raise_open_file_limit() -> int:

@@ -1,6 +1,7 @@
 """Channel offsets and history expire by their own settings (security review item 13), on a
 real redis-server: a history list lives ``history_ttl`` after the last publication, a channel's
-offsets ``PYGW_CHANNEL_META_TTL`` (at least ``history_ttl``), not a fixed week."""
+offsets ``PYGW_CHANNEL_META_TTL`` (at least ``history_ttl``), not a fixed week. The memory
+broker drops its streams after the same times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import redis
 
 from broker.test_conformance import Node
 from pygw.broker._layout import SINGLE
+from pygw.broker.memory import MemoryBroker
 from pygw.broker.redis import RedisBroker
 from pygw.core.channels import PublishOptions
 from redis_server import RedisServer
@@ -94,3 +96,22 @@ async def test_offsets_expire_and_a_new_epoch_starts(
         assert not recovery.recovered
     finally:
         await broker.close()
+
+
+# -- the memory broker: the same lifetimes, for its in-process streams ----------------------------
+async def test_memory_streams_are_dropped_when_idle_like_redis_keys() -> None:
+    broker = MemoryBroker(meta_ttl=META_TTL)
+    now = time.time()
+    for n in range(100):  # subscriptions to ever new names: one stream each
+        await broker.top(f"quiet:{n}")
+    first = await broker.publish("hist:long", b"1", PublishOptions(10, 900.0))
+    await broker.publish("plain", b"1", PublishOptions(0, 0.0))
+    assert len(broker._history) == 102
+    assert broker.drop_idle(now + META_TTL - 2) == 0
+    assert broker.drop_idle(now + META_TTL + 2) == 101  # all but the 900 s history
+    assert len(broker._history) == 1
+    assert [off for off, _ in await broker.history("hist:long")] == [1]
+    assert broker.drop_idle(now + 902) == 1
+    assert len(broker._history) == 0
+    again = await broker.publish("hist:long", b"2", PublishOptions(10, 900.0))
+    assert (again.offset, again.epoch != first.epoch) == (1, True)  # a new epoch: resync
