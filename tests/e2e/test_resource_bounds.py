@@ -6,6 +6,7 @@ connection stays open."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,3 +136,37 @@ async def test_concurrent_subscribes_count_towards_the_cap(
                 replies.append(frame)
         kinds = sorted(r["type"] for r in replies)
         assert kinds == ["error"] * extra + ["subscribed"] * MAX_SUBSCRIPTIONS
+
+
+@pytest.fixture(params=["memory", "redis"])
+def short_meta(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """Channel offsets kept 1 s after the last publication; ``hist:`` channels have history."""
+    env = {
+        "PYGW_CHANNEL_META_TTL": "1",
+        "PYGW_NAMESPACES": '[{"name": "hist", "history_size": 10}]',
+    }
+    yield from backend_gateway(request, tmp_path_factory, env)
+
+
+async def test_a_channel_whose_offsets_expired_starts_a_new_epoch_cleanly(
+    short_meta: GatewayProcess,
+) -> None:
+    """A node that kept recent publications of the old numbering (it has a subscriber) must not
+    hand them to a new subscriber as if they came after the new epoch's top."""
+    with httpx.Client(base_url=short_meta.url, timeout=10) as http:
+        a, b = new_account(http), new_account(http)
+    async with await WS.open(short_meta.ws_url, a.token) as wa:
+        first = await wa.request({"type": "subscribe", "channel": "hist:x"})
+        for n in range(3):
+            await wa.request({"type": "publish", "channel": "hist:x", "data": n})
+        assert [m["offset"] for m in await wa.messages(3, "hist:x")] == [1, 2, 3]
+        await asyncio.sleep(2.5)  # offsets expire (Redis TTL; memory: swept every second)
+        async with await WS.open(short_meta.ws_url, b.token) as wb:
+            late = await wb.request({"type": "subscribe", "channel": "hist:x"})
+            assert late["epoch"] != first["epoch"]
+            assert late["offset"] == 0
+            await wa.request({"type": "publish", "channel": "hist:x", "data": "new"})
+            (fresh,) = await wb.messages(1, "hist:x")
+            assert (fresh["offset"], fresh["data"]) == (1, "new")  # nothing old before it

@@ -174,6 +174,11 @@ class Subscriptions:
             conn.send_bytes(envelope)
         recent = self.delivery.recent.get(channel)
         if recent:
+            known = self.delivery.positions.get(channel)
+            if known is not None and known[0] != epoch:
+                # The channel's offsets expired and started again (PYGW_CHANNEL_META_TTL):
+                # what this node kept belongs to the old numbering, not after `top`.
+                recent.clear()
             for offset, envelope in recent:
                 if offset > top:
                     conn.send_bytes(envelope)
