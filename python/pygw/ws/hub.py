@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
@@ -217,7 +218,7 @@ class Hub:
             return None
         token = request.query.get("token", "")
         try:
-            claims = self.tokens.verify(token)
+            claims = self.tokens.verify(token, cache=False)
         except TokenError:
             self.metrics.auth_failures += 1
             return Connection(remote=remote, refused="Invalid token")
@@ -228,7 +229,7 @@ class Hub:
                 return Connection(remote=remote, refused="Session mismatch")
         conn = Connection(
             user_id=claims.sub,
-            role=claims.role,
+            role=sys.intern(claims.role),  # one string per role, not one per socket
             session_id=session_id,
             family=claims.fam,
             remote=remote,
