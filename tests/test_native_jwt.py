@@ -371,6 +371,25 @@ def test_cache_hit_returns_the_same_object() -> None:
     assert again is not first and again.sub == first.sub
 
 
+def test_uncached_verify_reuses_but_does_not_add() -> None:
+    """cache=False (a WebSocket's one verify at open): checked like any verify, reuses a
+    cached entry, adds none."""
+    codec = hs256()
+    token = pyjwt_encode("HS256", payload(jti="j1"))
+    claims = codec.verify(token, now=NOW, cache=False)
+    assert claims.sub == "alice" and codec.cache_len == 0
+    cached = codec.verify(token, now=NOW)
+    assert codec.cache_len == 1
+    assert codec.verify(token, now=NOW, cache=False) is cached
+    codec.revoke("j1", NOW + 3600)
+    codec.clear_cache()
+    with pytest.raises(RevokedToken):
+        codec.verify(token, now=NOW, cache=False)
+    with pytest.raises(ExpiredToken):
+        codec.verify(token, now=NOW + 10**6, cache=False)
+    assert codec.cache_len == 0
+
+
 def test_cache_hit_honours_expiry() -> None:
     codec = hs256(leeway=5)
     token = pyjwt_encode("HS256", payload())

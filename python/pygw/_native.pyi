@@ -127,8 +127,13 @@ class TokenCodec:
         """Sign a JSON object. The header is ``{"alg":<alg>,"typ":"JWT"}``; the payload
         bytes are embedded verbatim. ValueError if the codec has no private key or the
         payload is not a JSON object."""
-    def verify(self, token: str, now: int | None = None, typ: str = "access") -> Claims:
+    def verify(
+        self, token: str, now: int | None = None, typ: str = "access", cache: bool = True
+    ) -> Claims:
         """Verify ``token`` at ``now`` (UNIX seconds, default: the current time).
+
+        A cached verify is reused; with ``cache=False`` a token not cached yet is not added
+        (a WebSocket verifies its token once: an entry per idle socket would cost ~1 KiB).
 
         Checks the structure, that the header ``alg`` equals the codec's algorithm
         (``none`` is never accepted), the signature, that the payload is a JSON object

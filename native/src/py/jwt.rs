@@ -179,13 +179,18 @@ impl TokenCodec {
         signed.map_err(PyValueError::new_err)
     }
 
-    #[pyo3(signature = (token, now = None, typ = "access"))]
+    /// Verifies `token` (cached verifies first). With `cache=False` a token not
+    /// already cached is verified without being added: a WebSocket verifies its
+    /// token once, and an entry (~1 KiB with the token as its key) per idle
+    /// socket would be most of its memory.
+    #[pyo3(signature = (token, now = None, typ = "access", cache = true))]
     fn verify(
         &self,
         py: Python<'_>,
         token: &str,
         now: Option<i64>,
         typ: &str,
+        cache: bool,
     ) -> PyResult<Py<Claims>> {
         let now = now.unwrap_or_else(clock::unix_seconds);
         if let Some(hit) = self.store().cached(token, now, typ) {
@@ -201,7 +206,9 @@ impl TokenCodec {
         let claims = Py::new(py, Claims(decoded.map_err(to_py)?))?;
         let mut store = self.store();
         store.validate(claims.claims(), now, typ).map_err(to_py)?;
-        store.insert(token, claims.clone_ref(py));
+        if cache {
+            store.insert(token, claims.clone_ref(py));
+        }
         Ok(claims)
     }
 

@@ -95,9 +95,10 @@ class TokenService:
         }
         return IssuedToken(self.codec.sign(orjson.dumps(payload)), jti, exp, iat)
 
-    def verify(self, token: str, typ: TokenType = "access") -> Claims:
-        """Raises pygw._native.InvalidToken / ExpiredToken / RevokedToken."""
-        return self.codec.verify(token, typ=typ)
+    def verify(self, token: str, typ: TokenType = "access", *, cache: bool = True) -> Claims:
+        """Raises pygw._native.InvalidToken / ExpiredToken / RevokedToken. ``cache=False``:
+        reuse a cached verify but do not add one (a token verified once, at a socket's open)."""
+        return self.codec.verify(token, typ=typ, cache=cache)
 
     def revoke_local(self, jti: str, exp: int) -> None:
         self.codec.revoke(jti, exp)
