@@ -48,7 +48,8 @@ def _loadgen(what: str, port: int, creds: Path, seconds: float, conns: int) -> l
     run = ["--duration", str(seconds + 2), "--warmup", "1", "--creds", str(creds)]
     if what == "update_api_key":
         frame = '{"type":"update_api_key","key":"k{id}","id":{id}}'
-        return ["ws-rtt", "--url", ws, "--conns", "100", "--depth", "2", *run]
+        rtt = ["ws-rtt", "--url", ws, "--conns", "100", "--depth", "2", *run]
+        return [*rtt, "--frame", frame, "--expect", "ack"]
     if what == "http_update":
         url = f"http://127.0.0.1:{port}/sessions/update/{{sid}}"
         return [
@@ -85,9 +86,6 @@ async def _profile(
             accounts, _, _ = await asyncio.to_thread(c.create_accounts, port, 100, "pf")
             creds = c.write_creds(tmp / "creds.jsonl", accounts)
         args = _loadgen(what, port, creds, seconds, conns)
-        if what == "update_api_key":
-            args += ["--frame", '{"type":"update_api_key","key":"k{id}","id":{id}}']
-            args += ["--expect", "ack"]
         prof = cProfile.Profile()
         proc = await asyncio.create_subprocess_exec(
             *h.CLIENT_TASKSET,
@@ -99,8 +97,8 @@ async def _profile(
         if what == "storm":
             prof.enable()
             t0 = time.process_time()
-            while gw.hub.connection_count < conns and proc.returncode is None:
-                await asyncio.sleep(0.05)
+            while gw.hub.connection_count < conns and proc.returncode is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling the count: no event to wait on
             prof.disable()
             cpu = time.process_time() - t0
             opened = gw.hub.connection_count
