@@ -20,6 +20,7 @@ import orjson
 
 from pygw.core.netaddr import parse_networks
 from pygw.core.rates import RATE_CLASSES, parse_rate
+from pygw.core.weborigin import check_public_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
@@ -93,7 +94,9 @@ class Settings:
     workers: int = 1
     gateway_id: str = ""
     public_url: str | None = None
-    """Base used in ``ws_url`` (``ws://host:port``); default: the request's Host header."""
+    """What clients connect to (``wss://gw.example.com``; ``https://`` is taken as ``wss://``):
+    the base of ``ws_url``, and an origin whose pages may open WebSockets. Unset: ``ws_url``
+    names the listening address (never the request's Host header)."""
     admin_users: tuple[str, ...] = ()
     """Usernames reserved for the operator's admins: registration refuses them; existing
     accounts of these names get role admin at login."""
@@ -146,6 +149,12 @@ class Settings:
     """Connections the proxy's pooled HTTP client may open (all routes together)."""
     proxy_max_response_bytes: int = 16 << 20
     """Larger backend responses are refused with 502 instead of being buffered."""
+    proxy_forward_credentials: bool = False
+    """Forward the caller's ``Authorization``, ``Cookie`` and ``X-API-Key`` to route backends
+    (off: they are the gateway's credentials, not the backend's)."""
+    proxy_allow_private: bool = False
+    """Allow route backends on loopback, link-local, private, unspecified and other non-public
+    addresses (off: refused at registration and at every connection)."""
     namespaces: list[dict[str, Any]] = field(default_factory=list)
     message_roles: dict[str, list[str]] = field(default_factory=dict)
     """Client message type -> roles allowed to send it (unlisted types: any role)."""
@@ -160,8 +169,9 @@ class Settings:
     """Origins allowed to call the HTTP API from browsers (``*``, exact, ``https://*.x.com``)."""
     cors_allow_credentials: bool = False
     ws_allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed to open WebSockets; empty = any (requests without Origin, i.e.
-    non-browser clients, are always allowed)."""
+    """Browser origins allowed to open WebSockets besides the gateway's own (the request's Host,
+    or ``public_url``); ``*`` = any. Requests without Origin (non-browser clients) are always
+    allowed."""
     # Rate limits (GCRA, "count/seconds[:burst]", "" or "0" = off; docs/RATE_LIMITS.md).
     rate_login: str = "5/60"
     """Login attempts per (username, client IP) (shared through Redis)."""
@@ -262,6 +272,8 @@ class Settings:
         num("PYGW_BREAKER_RESET_SECONDS", float, "breaker_reset_seconds")
         num("PYGW_PROXY_MAX_CONNECTIONS", int, "proxy_max_connections")
         num("PYGW_PROXY_MAX_RESPONSE_BYTES", int, "proxy_max_response_bytes")
+        s.proxy_forward_credentials = _flag(get("PYGW_PROXY_FORWARD_CREDENTIALS"))
+        s.proxy_allow_private = _flag(get("PYGW_PROXY_ALLOW_PRIVATE"))
         s.namespaces = namespaces_from_env(env)
         roles = get("PYGW_MESSAGE_ROLES")
         if roles:
@@ -327,6 +339,11 @@ class Settings:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"PYGW_TRUSTED_PROXIES: {exc}") from None
+        if self.public_url:
+            try:
+                self.public_url = check_public_url(self.public_url)
+            except ValueError as exc:
+                raise ConfigError(f"PYGW_PUBLIC_URL: {exc}") from None
         if self.admin_password and len(self.admin_password) < 8:
             raise ConfigError("PYGW_ADMIN_PASSWORD must have at least 8 characters")
         if self.breaker_failures < 1 or self.breaker_reset_seconds <= 0:

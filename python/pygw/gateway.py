@@ -44,6 +44,7 @@ from pygw.core.errors import BackendUnavailable
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
 from pygw.core.version import __version__
+from pygw.core.weborigin import WILDCARD_HOSTS
 from pygw.http.app import HTTPApplication
 from pygw.http.auth import Authenticator
 from pygw.http.cors import CORS
@@ -417,6 +418,14 @@ class Gateway:
     def _serve_on(self, server: Server, host: str, revoked: int) -> None:
         s = self.settings
         self._server = server
+        self.node.host = host
+        if not s.public_url and host in WILDCARD_HOSTS:
+            log.warning(
+                "PYGW_PUBLIC_URL is not set and %r names no host: ws_url in session responses "
+                "says ws://localhost:%d; set PYGW_PUBLIC_URL to what clients connect to",
+                host,
+                self.node.port,
+            )
         self.hub.start(server)
         self.stats.start()
         self._prune_tokens()

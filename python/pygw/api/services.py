@@ -58,6 +58,8 @@ class NodeInfo:
     workers: int = 1
     port: int = 0
     """The port actually listened on (set at start)."""
+    host: str = ""
+    """The address listened on (set at start)."""
     started: float = field(default_factory=time.monotonic)
     draining: bool = False
     """SIGTERM arrived: the node is not ready and is closing its connections."""

@@ -26,6 +26,7 @@ from pygw.auth.credentials import check_new_credentials, check_password
 from pygw.auth.service import LoginResult, ensure_owner_or_admin, new_session_data
 from pygw.core.errors import Forbidden, NotFound, NotOwner, PygwError
 from pygw.core.timeutil import now_iso
+from pygw.core.weborigin import listening_ws_base, public_ws_base
 from pygw.http.routing import Context, Router
 from pygw.store.base import SessionRecord
 from pygw.transport.types import HTTPRequest
@@ -35,16 +36,17 @@ NOT_YOURS = "Access denied"
 """Another user's ``/sessions/users/{user}/...`` (the original's text; admins may read them)."""
 
 
-def ws_base(svc: Services, request: HTTPRequest) -> str:
+def ws_base(svc: Services) -> str:
+    """``PYGW_PUBLIC_URL`` (as ``ws``/``wss``), else the address this node listens on. Never the
+    request's ``Host``: a forged one would hand clients (or a cache) a socket URL elsewhere."""
     if svc.settings.public_url:
-        return svc.settings.public_url.rstrip("/")
-    host = request.headers.get("host") or f"{svc.settings.host}:{svc.node.port}"
-    return f"ws://{host}"
+        return public_ws_base(svc.settings.public_url)
+    return listening_ws_base(svc.node.host or svc.settings.host, svc.node.port)
 
 
 def session_response(svc: Services, request: HTTPRequest, s: SessionRecord) -> dict[str, object]:
     # The literal "{access_token}" placeholder is part of the original's contract.
-    url = f"{ws_base(svc, request)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
+    url = f"{ws_base(svc)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
     return {
         "session_id": s.session_id,
         "user_id": s.user_id,

@@ -41,7 +41,6 @@ from pygw.core.errors import BadRequest, Forbidden, TooManyRequests, Unauthentic
 from pygw.core.netaddr import ClientAddress
 from pygw.core.tasks import BackgroundTasks
 from pygw.core.timeutil import json_seconds
-from pygw.http.cors import OriginMatcher
 from pygw.http.errors import HTTPError, closing_error_response, from_domain
 from pygw.limits import Limits
 from pygw.metrics import Metrics, close_code_label
@@ -54,6 +53,7 @@ from pygw.ws.delivery import Delivery, TopicServer
 from pygw.ws.expiry import TokenExpiry
 from pygw.ws.keepalive import Keepalive, ping_topic
 from pygw.ws.messages import Handler, Messages, OriginalFrames
+from pygw.ws.origins import WebSocketOrigins
 from pygw.ws.registry import ConnectionRegistry
 from pygw.ws.replay import ChannelReplay
 
@@ -65,7 +65,13 @@ DRAIN_STEP = 0.1
 
 class Hub:
     query_names: tuple[str, ...] = ("token", "session_id")
-    header_names: tuple[str, ...] = ("origin", "x-forwarded-for", "x-real-ip", "user-agent")
+    header_names: tuple[str, ...] = (
+        "origin",
+        "host",
+        "x-forwarded-for",
+        "x-real-ip",
+        "user-agent",
+    )
 
     def __init__(
         self,
@@ -88,7 +94,7 @@ class Hub:
         self.broker = broker
         self.limits = limits
         self.client_address = client_address
-        self.origins = OriginMatcher(settings.ws_allowed_origins)
+        self.origins = WebSocketOrigins(settings.ws_allowed_origins, settings.public_url)
         self.metrics = metrics
         self.tasks = tasks
         self.registry = ConnectionRegistry(self.node_id)
@@ -213,10 +219,10 @@ class Hub:
         wait = await self.limits.ws_connect(remote)
         if wait:  # HTTP 429 with the envelope and Retry-After, no upgrade
             return closing_error_response(from_domain(TooManyRequests(wait)), request.path)
-        origin = request.headers.get("origin")
-        # Clients that send no Origin are not browsers (cross-site WebSocket hijacking needs one).
-        if origin is not None and self.origins.enabled and not self.origins.allows(origin):
-            return None
+        headers = request.headers
+        refusal = self.origins.refusal(headers.get("origin"), headers.get("host"))
+        if refusal is not None:
+            return closing_error_response(HTTPError(403, detail=refusal), request.path)
         token = request.query.get("token", "")
         try:
             claims = self.tokens.verify(token, cache=False)
