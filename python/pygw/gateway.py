@@ -180,6 +180,7 @@ class Gateway:
             self.metrics,
             max_connections=s.proxy_max_connections,
             max_response_bytes=s.proxy_max_response_bytes,
+            allow_private=s.proxy_allow_private,
         )
         self.hub.messages.fallback = self._ws_route
         router = build_router()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,8 @@ from pydantic import (
     JsonValue,
     StringConstraints,
 )
+
+from pygw.proxy.forward import path_is_safe
 
 Username = Annotated[
     str,
@@ -219,8 +221,8 @@ def _check_route_path(value: str) -> str:
         value = "/" + value
     if "?" in value or "#" in value or any(c.isspace() for c in value):
         raise ValueError("must not contain a query, a fragment or whitespace")
-    if any(seg in (".", "..") for seg in unquote(value).split("/")):
-        raise ValueError("must not contain . or .. segments")
+    if not path_is_safe(value):
+        raise ValueError("must not contain . or .. segments (in any encoding) or backslashes")
     return value
 
 

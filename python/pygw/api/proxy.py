@@ -13,6 +13,7 @@ from pygw.auth.bearer import bearer_token
 from pygw.core.errors import NotFound, Unauthenticated
 from pygw.http.errors import validation_error
 from pygw.http.routing import Context, Router
+from pygw.proxy.egress import PrivateAddress, check_base_url
 from pygw.proxy.forward import forwarded_headers, response_headers, target_url
 from pygw.store.base import RouteRecord
 from pygw.transport.types import Response
@@ -20,9 +21,12 @@ from pygw.transport.types import Response
 TAGS = ("dynamic routes",)
 PROXY_DOC = (
     "Forwards the request (method, `rest` of the path, query string, body, headers minus "
-    "hop-by-hop ones and Host) to the route's `base_url` + `path`, adding the route's headers "
+    "hop-by-hop ones, Host and, unless PYGW_PROXY_FORWARD_CREDENTIALS=true, Authorization, "
+    "Cookie and X-API-Key) to the route's `base_url` + `path`, adding the route's headers "
     "and, for a caller with a valid bearer token, `X-User-ID` and `X-Session-ID`. The "
-    "backend's status, body and headers come back unchanged. 502: backend unreachable; "
+    "backend's status, body and headers come back unchanged. 400: a path with dot segments "
+    "(in any encoding) or backslashes; 502: backend unreachable, or on a non-public address "
+    "without PYGW_PROXY_ALLOW_PRIVATE=true; "
     "503: the route's circuit is open; 504: the backend did not answer within the route's "
     "timeout."
 )
@@ -42,6 +46,13 @@ router = Router()
 )
 async def register_api(ctx: Context, svc: Services) -> dict[str, Any]:
     body: RouteRegisterRequest = ctx.body
+    if not svc.settings.proxy_allow_private:
+        try:
+            await check_base_url(body.base_url)
+        except PrivateAddress as exc:
+            raise validation_error(
+                [{"loc": ["body", "base_url"], "msg": str(exc), "type": "private_address"}]
+            ) from None
     await svc.routes.put(
         RouteRecord(
             name=body.name,
@@ -163,6 +174,7 @@ async def forward(ctx: Context, svc: Services) -> Response:
         route,
         None if claims is None else claims.user_id,
         None if claims is None else claims.sid,
+        svc.settings.proxy_forward_credentials,
     )
     response, body = await svc.proxy.call(route, request.method, url, headers, request.body)
     content_type = response.headers.get("content-type")

@@ -92,3 +92,31 @@ class ClientAddress:
             if addr is not None:
                 return str(addr)
         return peer
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def non_public_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why an address is not on the public internet (``loopback``, ``link-local``, ``private``,
+    ``unspecified``, ``multicast``, ``non-public``), or None for a public one. An IPv4 address
+    inside IPv6 (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::a9fe:a9fe``) is judged as that IPv4
+    address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "non-public"  # shared (100.64.0.0/10), reserved, documentation ranges
+    return None

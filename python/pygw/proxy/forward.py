@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -19,6 +20,7 @@ import orjson
 
 from pygw.core.errors import BadRequest, Upstream
 from pygw.metrics import Metrics
+from pygw.proxy.egress import PrivateAddress
 from pygw.proxy.table import RouteTable
 from pygw.store.base import RouteRecord
 
@@ -47,19 +49,48 @@ body is re-framed) and identity headers (only the gateway sets those)."""
 RESPONSE_DROP = HOP_BY_HOP | {"content-length", "content-type", "date", "server"}
 """Not copied from the backend's answer: uWS writes its own framing, Date and Server; the
 content type is passed separately."""
+CREDENTIALS = frozenset({"authorization", "cookie", "x-api-key"})
+"""The caller's credentials for the gateway: not forwarded unless
+``PYGW_PROXY_FORWARD_CREDENTIALS=true`` (a backend that needs its own sets them in the route's
+``headers``; the caller's identity goes as ``X-User-ID``/``X-Session-ID``)."""
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+DECODE_ROUNDS = 4
+"""Percent-decoding passes a proxy path is checked through (``%25252e`` is three)."""
 
 
 class _TooLarge(Exception):
     pass
 
 
+def path_is_safe(path: str) -> bool:
+    """No way for ``path`` to climb out of a route on any backend: after up to
+    :data:`DECODE_ROUNDS` percent-decodings (a backend or a framework may decode again) and
+    NFKC (fullwidth dots), no ``.``/``..`` segment, also with ``;params`` (``..;/``, Tomcat), no
+    backslash (a separator on Windows and IIS), no control character, valid UTF-8."""
+    text = path
+    for _ in range(DECODE_ROUNDS + 1):
+        normal = unicodedata.normalize("NFKC", text)  # fullwidth dots and backslashes
+        if "\\" in normal or any(ord(c) < 0x20 or ord(c) == 0x7F for c in normal):
+            return False
+        if any(seg.split(";", 1)[0] in (".", "..") for seg in normal.split("/")):
+            return False
+        try:
+            decoded = unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            return False
+        if decoded == text:
+            return True
+        text = decoded
+    return False  # still encoded after that many rounds: nothing legitimate is
+
+
 def target_url(route: RouteRecord, rest: str, query: str) -> str:
     """``base_url`` + ``path`` [+ ``/rest``] [+ ``?query``]; ``rest`` and ``query`` stay as
-    the client encoded them. Dot segments are refused: they would climb out of the route."""
+    the client encoded them. Paths that could climb out of the route (dot segments in any
+    encoding, backslashes: :func:`path_is_safe`) are refused with 400."""
     path = route.path
     if rest:
-        if any(segment in (".", "..") for segment in unquote(rest).split("/")):
+        if not path_is_safe(rest):
             raise BadRequest("Invalid proxy path")
         path = path.rstrip("/") + "/" + rest
     url = route.base_url.rstrip("/") + path
@@ -76,10 +107,12 @@ def forwarded_headers(
     route: RouteRecord,
     user_id: str | None,
     session_id: str | None,
+    forward_credentials: bool = False,
 ) -> dict[str, str]:
-    """What goes upstream: the client's headers minus hop-by-hop and identity ones, the peer
-    appended to ``X-Forwarded-For``, the route's own headers, and the caller's identity."""
-    dropped = REQUEST_DROP
+    """What goes upstream: the client's headers minus hop-by-hop and identity ones (and its
+    credentials unless ``forward_credentials``), the peer appended to ``X-Forwarded-For``, the
+    route's own headers, and the caller's identity."""
+    dropped = REQUEST_DROP if forward_credentials else REQUEST_DROP | CREDENTIALS
     listed = incoming.get("connection")
     if listed:
         dropped = dropped | {t.strip().lower() for t in listed.split(",")}
@@ -115,11 +148,14 @@ class ProxyClient:
         *,
         max_connections: int,
         max_response_bytes: int,
+        allow_private: bool = False,
     ) -> None:
         self.table = table
         self.metrics = metrics
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
+        self.allow_private = allow_private
+        """Connect to non-public addresses too (else :mod:`pygw.proxy.guarded` refuses them)."""
         self.client: httpx.AsyncClient | None = None
         self.running = False
 
@@ -131,14 +167,18 @@ class ProxyClient:
     def _open_client(self) -> httpx.AsyncClient:
         import httpx
 
+        limits = httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_connections,
+            keepalive_expiry=30.0,
+        )
+        transport = None
+        if not self.allow_private:
+            from pygw.proxy.guarded import guarded_transport
+
+            transport = guarded_transport(limits)
         client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-                keepalive_expiry=30.0,
-            ),
-            follow_redirects=False,
-            trust_env=False,
+            limits=limits, transport=transport, follow_redirects=False, trust_env=False
         )
         # Forward what the client sent, not httpx's defaults (User-Agent, Accept, ...).
         client.headers.clear()
@@ -202,6 +242,9 @@ class ProxyClient:
                             body = await self._read(response)
                         finally:
                             await response.aclose()
+                except PrivateAddress as exc:
+                    counts[(name, "private_address")] += 1
+                    raise Upstream(502, f"API '{name}' refused: {exc}") from None
                 except httpx.PoolTimeout:
                     counts[(name, "pool_exhausted")] += 1
                     raise Upstream(

@@ -220,9 +220,9 @@ class Hub:
         if wait:  # HTTP 429 with the envelope and Retry-After, no upgrade
             return closing_error_response(from_domain(TooManyRequests(wait)), request.path)
         headers = request.headers
-        refusal = self.origins.refusal(headers.get("origin"), headers.get("host"))
-        if refusal is not None:
-            return closing_error_response(HTTPError(403, detail=refusal), request.path)
+        foreign = self.origins.refusal(headers.get("origin"), headers.get("host"))
+        if foreign is not None:
+            return closing_error_response(HTTPError(403, detail=foreign), request.path)
         token = request.query.get("token", "")
         try:
             claims = self.tokens.verify(token, cache=False)
