@@ -23,9 +23,11 @@ from conftest import Account, backend_gateway, login, new_account, register, uni
 from gateway_process import GatewayProcess
 
 ADMIN = "compat_admin"
-STRICT_ENV = {"PYGW_ADMIN_USERS": ADMIN}
+# The stub backend of the route tests listens on 127.0.0.1: a loopback backend needs the opt-in.
+STRICT_ENV = {"PYGW_ADMIN_USERS": ADMIN, "PYGW_PROXY_ALLOW_PRIVATE": "true"}
 RELAXED_ENV = {
     "PYGW_ADMIN_USERS": ADMIN,
+    "PYGW_PROXY_ALLOW_PRIVATE": "true",
     "PYGW_WS_FRAMES": "original",
     "PYGW_PASSWORD_MIN_LENGTH": "1",
     "PYGW_EMAIL_CHECK": "off",

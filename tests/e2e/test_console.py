@@ -29,7 +29,12 @@ PASSWORD = "correct-horse-1"
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, ...]]:
     logs = tmp_path_factory.mktemp("console")
     with RedisServer() as redis:
-        env = {"PYGW_ADMIN_USERS": ADMIN, "PYGW_ADMIN_PASSWORD": PASSWORD}
+        # The route registered through the console names a loopback backend: needs the opt-in.
+        env = {
+            "PYGW_ADMIN_USERS": ADMIN,
+            "PYGW_ADMIN_PASSWORD": PASSWORD,
+            "PYGW_PROXY_ALLOW_PRIVATE": "true",
+        }
         a = GatewayProcess(redis_url=redis.url, env=env, log_path=logs / "a.log")
         b = GatewayProcess(redis_url=redis.url, env=env, log_path=logs / "b.log")
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ GATEWAY_ENV = {
     "PYGW_ADMIN_USERS": ADMIN,
     "PYGW_BREAKER_FAILURES": str(BREAKER_FAILURES),
     "PYGW_BREAKER_RESET_SECONDS": str(BREAKER_RESET),
+    # The stub backends listen on 127.0.0.1: a loopback backend needs the opt-in (the default
+    # refuses it: test_non_public_backends_are_refused_by_default).
+    "PYGW_PROXY_ALLOW_PRIVATE": "true",
 }
 
 
@@ -239,7 +243,12 @@ def test_bodies_methods_and_identity(http: httpx.Client, admin: Account, stub: S
             method,
             f"/api/proxy/{name}/things/7",
             content=payload,
-            headers={**user.headers, "Content-Type": "application/json"},
+            headers={
+                **user.headers,
+                "Content-Type": "application/json",
+                "Cookie": "gw_session=secret",
+                "X-API-Key": "test-api-key",
+            },
         )
         assert r.status_code == 200, r.text
         echo = r.json()
@@ -250,7 +259,9 @@ def test_bodies_methods_and_identity(http: httpx.Client, admin: Account, stub: S
         assert echo["headers"]["content-length"] == str(len(payload))
         assert echo["headers"]["x-user-id"] == user.username
         assert echo["headers"]["x-session-id"] == user.session_id
-        assert echo["headers"]["authorization"] == f"Bearer {user.token}"
+        # The caller's credentials for the gateway stay here (PYGW_PROXY_FORWARD_CREDENTIALS).
+        for credential in ("authorization", "cookie", "x-api-key"):
+            assert credential not in echo["headers"], credential
 
     # Any content type goes through byte for byte; an invalid token is just anonymous here.
     r = http.post(
@@ -315,7 +326,49 @@ def test_unknown_route_and_escaping_paths(
     for rest in ("a/%2e%2e/%2e%2e/admin", "..%2fadmin", "%2E"):
         r = http.get(f"/api/proxy/{name}/{rest}")
         assert r.status_code == 400, (rest, r.text)
+    # Sent byte for byte (an HTTP client would normalise some): each climbs out of /jail on
+    # some backend (Tomcat's ..;/, IIS and Windows backslashes, a backend decoding twice).
+    for rest in ESCAPES:
+        status, body = raw_get(http, f"/api/proxy/{name}/{rest}")
+        assert status == 400, (rest, status, body)
+        assert b"Invalid proxy path" in body, (rest, body)
     assert sum(stub.hits.values()) == before  # nothing reached the backend
+    for rest in ("a%20b", "100%25", "v1.2/x..y", "...", "%7Euser"):  # not dot segments
+        status, _ = raw_get(http, f"/api/proxy/{name}/{rest}")
+        assert status == 200, rest
+
+
+ESCAPES = [
+    "..;/admin",
+    "a/..;/..;/admin",
+    "..%3b/admin",
+    "..%5cadmin",
+    "..%5Cadmin",
+    "a\\..\\admin",
+    "%2e%2e/admin",
+    "%252e%252e/admin",
+    "%252E%252E%252Fadmin",
+    "%25252e%25252e/admin",
+    ".%2e/admin",
+    "%2e./admin",
+    "%ef%bc%8e%ef%bc%8e/admin",  # fullwidth dots, NFKC ".."
+    "..%00/admin",
+    "%c0%ae%c0%ae/admin",  # overlong UTF-8 dots
+]
+
+
+def raw_get(http: httpx.Client, target: str) -> tuple[int, bytes]:
+    """GET ``target`` exactly as written (no client-side normalisation); (status, body)."""
+    port = http.base_url.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
 
 
 def test_timeout_is_504(http: httpx.Client, admin: Account, stub: StubBackend) -> None:
@@ -502,3 +555,87 @@ def test_openapi_documents_the_routes(http: httpx.Client) -> None:
     others = [op["operationId"] for p in paths if p not in ours for op in paths[p].values()]
     assert len(ids) == len(set(ids)) == 15
     assert not set(ids) & set(others)
+
+
+# -- safe defaults (review item 17d) -------------------------------------------------------------
+NON_PUBLIC = [
+    ("http://127.0.0.1:9", "127.0.0.1, a loopback address"),
+    ("http://localhost:9", "localhost resolves to"),  # ::1 or 127.0.0.1, both loopback
+    ("http://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
+    ("http://[fe80::1]:80", "fe80::1, a link-local address"),
+    ("http://[::1]:8080", "::1, a loopback address"),
+    ("http://[::ffff:127.0.0.1]", "::ffff:127.0.0.1, a loopback address"),
+    ("http://0.0.0.0:80", "0.0.0.0, a unspecified address"),
+    ("http://10.1.2.3", "10.1.2.3, a private address"),
+    ("https://192.168.0.1", "192.168.0.1, a private address"),
+    ("http://100.64.0.1", "100.64.0.1, a non-public address"),
+    ("http://2130706433:9", "2130706433 resolves to 127.0.0.1"),  # 127.0.0.1 as one number
+]
+
+
+@pytest.fixture(scope="module")
+def strict_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, ...]]:
+    """Two nodes sharing Redis: ``strict`` with the proxy's defaults, ``relaxed`` with private
+    backends and credential forwarding allowed."""
+    logs = tmp_path_factory.mktemp("strict")
+    relaxed_env = {
+        **GATEWAY_ENV,
+        "PYGW_PROXY_ALLOW_PRIVATE": "true",
+        "PYGW_PROXY_FORWARD_CREDENTIALS": "true",
+    }
+    strict_env = {k: v for k, v in GATEWAY_ENV.items() if k != "PYGW_PROXY_ALLOW_PRIVATE"}
+    with (
+        RedisServer() as redis,
+        GatewayProcess(redis_url=redis.url, env=strict_env, log_path=logs / "s.log") as strict,
+        GatewayProcess(redis_url=redis.url, env=relaxed_env, log_path=logs / "r.log") as relaxed,
+    ):
+        yield strict, relaxed
+
+
+def test_non_public_backends_are_refused_by_default(
+    strict_pair: tuple[GatewayProcess, ...],
+) -> None:
+    strict, _ = strict_pair
+    with httpx.Client(base_url=strict.url, timeout=10) as http:
+        admin = admin_account(http)
+        for base_url, reason in NON_PUBLIC:
+            body = {"name": route_name(), "base_url": base_url, "path": "/p", "method": "GET"}
+            r = http.post("/api/register", json=body, headers=admin.headers)
+            assert_envelope(r, 422)
+            (error,) = r.json()["errors"]
+            assert error["loc"] == ["body", "base_url"]
+            assert reason in error["msg"], (base_url, error)
+            assert "PYGW_PROXY_ALLOW_PRIVATE=true" in error["msg"]
+        listed = http.get("/api/list", headers=admin.headers).json()
+        assert not [i for i in listed if i["base_url"] in dict(NON_PUBLIC)]
+        # A public address passes (not called here).
+        public = {"name": route_name(), "base_url": "http://93.184.215.14", "path": "/p"}
+        r = http.post("/api/register", json={**public, "method": "GET"}, headers=admin.headers)
+        assert r.status_code == 200, r.text
+
+
+def test_a_loopback_route_registered_elsewhere_is_not_called(
+    strict_pair: tuple[GatewayProcess, ...], stub: StubBackend
+) -> None:
+    """A route stored by a node that allows private backends (or before the upgrade): the strict
+    node checks the address at every connection and answers 502 without calling it."""
+    strict, relaxed = strict_pair
+    name = route_name()
+    with httpx.Client(base_url=relaxed.url, timeout=10) as rh:
+        admin = admin_account(rh)
+        register_route(rh, admin, name, f"http://localhost:{stub.port}", method="GET")
+        user = new_account(rh)
+        # The relaxed node calls it, and forwards the caller's credentials (opted in).
+        r = rh.get(f"/api/proxy/{name}/x", headers={**user.headers, "Cookie": "c=1"})
+        assert r.status_code == 200, r.text
+        assert r.json()["headers"]["authorization"] == f"Bearer {user.token}"
+        assert r.json()["headers"]["cookie"] == "c=1"
+    before = sum(stub.hits.values())
+    with httpx.Client(base_url=strict.url, timeout=10) as sh:
+        wait_for(lambda: sh.get(f"/api/proxy/{name}/x").status_code != 404, 2.0, "the route")
+        r = sh.get(f"/api/proxy/{name}/x")
+        assert_envelope(r, 502, f"API '{name}' refused: localhost resolves to")
+        assert "a loopback address" in r.json()["detail"]
+        metrics = sh.get("/metrics").text
+    assert sum(stub.hits.values()) == before
+    assert f'pygw_proxy_requests_total{{outcome="private_address",route="{name}"}} 2.0' in metrics
