@@ -42,6 +42,14 @@ environment (flags win over these):
   PYGW_ADMIN_PASSWORD             creates the missing PYGW_ADMIN_USERS at start (value or @file)
   PYGW_API_KEYS                   keys accepted in X-API-Key by the server API
   PYGW_NAMESPACES                 channel namespaces (JSON list, or @file)
+  PYGW_PUBLIC_URL                 what clients connect to (wss://gw.example.com): ws_url in
+                                  session responses (default: HOST:PORT, never the request Host)
+  PYGW_WS_ALLOWED_ORIGINS         browser origins that may open WebSockets besides the
+                                  gateway's own (comma list; null = file:// pages; * = any)
+  PYGW_PROXY_ALLOW_PRIVATE        true: route backends may be on loopback/private/link-local
+                                  addresses (default: refused)
+  PYGW_PROXY_FORWARD_CREDENTIALS  true: forward the caller's Authorization, Cookie and
+                                  X-API-Key to route backends (default: not forwarded)
   PYGW_REUSE_PORT                 true: share the port with a process already listening on it
                                   (default: refuse to start when the port is in use)
   see README.md for the full list
