@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from pygw.core.errors import BadRequest
+from pygw.core.netaddr import non_public_kind
 from pygw.proxy import CircuitBreaker, target_url
 from pygw.store.base import RouteRecord
 
@@ -89,3 +92,54 @@ def test_target_url_refuses_dot_segments(rest: str) -> None:
     with pytest.raises(BadRequest) as info:
         target_url(route("http://h", "/jail"), rest, "")
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        "..;/admin",
+        "..%3B/admin",
+        "..%5cadmin",
+        "a\\b",
+        "%252e%252e/x",
+        "%25252e%25252e/x",
+        "%2525252e%2525252e/x",  # encoded four times
+        "%25252525252e",  # still encoded after the decoding rounds
+        "%ef%bc%8e%ef%bc%8e/x",
+        "%ef%bc%bcx",  # fullwidth backslash
+        "x%00y",
+        "%c0%ae%c0%ae/x",
+    ],
+)
+def test_target_url_refuses_dot_segments_in_any_encoding(rest: str) -> None:
+    with pytest.raises(BadRequest):
+        target_url(route("http://h", "/jail"), rest, "")
+
+
+@pytest.mark.parametrize("rest", ["...", "a..b", "v1.2/x", ".well-known", "100%25", "%7Eu", "é"])
+def test_ordinary_names_with_dots_pass(rest: str) -> None:
+    assert target_url(route("http://h", "/p"), rest, "") == f"http://h/p/{rest}"
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.2", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("10.0.0.1", "private"),
+        ("172.31.255.255", "private"),
+        ("fd00::1", "private"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("100.64.0.1", "non-public"),
+        ("::ffff:169.254.169.254", "link-local"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("93.184.215.14", None),
+        ("2606:4700::1111", None),
+    ],
+)
+def test_non_public_kind(address: str, kind: str | None) -> None:
+    assert non_public_kind(ipaddress.ip_address(address)) == kind
