@@ -565,7 +565,7 @@ NON_PUBLIC = [
     ("http://[fe80::1]:80", "fe80::1, a link-local address"),
     ("http://[::1]:8080", "::1, a loopback address"),
     ("http://[::ffff:127.0.0.1]", "::ffff:127.0.0.1, a loopback address"),
-    ("http://0.0.0.0:80", "0.0.0.0, a unspecified address"),
+    ("http://0.0.0.0:80", "0.0.0.0, an unspecified address"),
     ("http://10.1.2.3", "10.1.2.3, a private address"),
     ("https://192.168.0.1", "192.168.0.1, a private address"),
     ("http://100.64.0.1", "100.64.0.1, a non-public address"),
