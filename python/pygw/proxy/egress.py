@@ -41,8 +41,10 @@ def refuse_private(host: str, addresses: list[str]) -> None:
         kind = non_public_kind(ipaddress.ip_address(address))
         if kind is not None:
             named = address if address == host else f"{host} resolves to {address}"
+            article = "an" if kind[0] in "aeiou" else "a"
             raise PrivateAddress(
-                f"{named}, a {kind} address: backends on non-public addresses need {ALLOW_SETTING}"
+                f"{named}, {article} {kind} address: backends on non-public addresses need "
+                f"{ALLOW_SETTING}"
             )
 
 
