@@ -54,7 +54,7 @@ from pygw.proxy import ProxyClient, RouteTable
 from pygw.store.base import REVOKED_KEPT_AFTER_EXPIRY, Storage
 from pygw.transport.ports import ensure_port_free
 from pygw.transport.types import Server
-from pygw.transport.uws import UWSServer, WSOptions
+from pygw.transport.uws import COMPRESSION, UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
 from pygw.ws.liveness import ConnectionReaper
@@ -392,6 +392,7 @@ class Gateway:
             idle_timeout=int(min(960, max(8, s.inactivity_timeout * 2))),
             # The hub closes slow readers at the limit (1013); the transport cuts at 8x.
             max_backpressure=s.ws_max_backpressure * 8,
+            compression=COMPRESSION[s.ws_compression],
         )
 
     async def start_on(self, server: Server, host: str = "", port: int = 0) -> None:
