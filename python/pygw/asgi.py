@@ -59,6 +59,7 @@ class GatewayASGI:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._server: ASGIServer | None = None
+        self._port_known = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -68,10 +69,26 @@ class GatewayASGI:
         server = self._server
         if server is None:
             await self._not_started(kind, receive, send)
-        elif kind == "http":
+            return
+        if not self._port_known:
+            self._learn_port(scope)
+        if kind == "http":
             await server.http(scope, receive, send)
         elif kind == "websocket":
             await server.websocket(scope, receive, send)
+
+    def _learn_port(self, scope: Scope) -> None:
+        """The port the ASGI server accepted this connection on (``scope["server"]``, the
+        address it bound, not ``PORT``): what the node reports of itself (heartbeat, the
+        ``ws_url`` of a request without Host). Unix sockets have none; it stays unknown (0)."""
+        bound = scope.get("server")
+        try:
+            port = int(bound[1]) if bound and bound[1] is not None else 0  # granian: a str
+        except (TypeError, ValueError, IndexError):
+            port = 0
+        if port > 0:
+            self.gateway.node.port = port
+            self._port_known = True
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:

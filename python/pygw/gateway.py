@@ -396,10 +396,11 @@ class Gateway:
         )
 
     async def start_on(self, server: Server, host: str = "", port: int = 0) -> None:
-        """Start the services on a server some other program runs (the ASGI adapter, whose
-        server listens on ``host:port``: what the node reports of itself)."""
+        """Start the services on a server some other program runs (the ASGI adapter). ``port``
+        is what the node reports of itself; 0 = not known yet (the ASGI adapter sets
+        ``node.port`` from the first request's ``server``, the address the server bound)."""
+        self.node.port = port  # before the broker's first heartbeat
         revoked = await self._start_services()
-        self.node.port = port or self.settings.port
         self._serve_on(server, host or self.settings.host, revoked)
 
     async def _start_services(self) -> int:
@@ -427,11 +428,11 @@ class Gateway:
                 s.metrics_port, host, registry=self.services.metrics_registry
             )
         self.node.started = time.monotonic()
+        where = f"listening on {host}:{self.node.port}" if self.node.port else "serving"
         log.info(
-            "pygw %s listening on %s:%d (gateway %s, %s backend, %d revocations loaded)",
+            "pygw %s %s (gateway %s, %s backend, %d revocations loaded)",
             self.version,
-            host,
-            self.node.port,
+            where,
             self.node_id,
             self.storage.name,
             revoked,

@@ -39,7 +39,8 @@ def ws_base(svc: Services, request: HTTPRequest) -> str:
     if svc.settings.public_url:
         return svc.settings.public_url.rstrip("/")
     host = request.headers.get("host") or f"{svc.settings.host}:{svc.node.port}"
-    return f"ws://{host}"
+    # Under an ASGI host app the gateway is mounted below a prefix (e.g. ``/gw``).
+    return f"ws://{host}{request.state.get('root_path', '')}"
 
 
 def session_response(svc: Services, request: HTTPRequest, s: SessionRecord) -> dict[str, object]:
