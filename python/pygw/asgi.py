@@ -18,6 +18,7 @@ Mounted (Starlette does not pass lifespan events to mounted apps: give it the ga
 With ``REDIS_URL`` the node is a full cluster member beside ``pygw serve`` nodes. This transport
 needs no uWS library (socketify's), so it is also the fallback where that library cannot load;
 it is slower than uWS (one writer task per socket, one queued frame per subscriber).
+WebSocket compression is the ASGI server's (``PYGW_WS_COMPRESSION`` is the uWS transport's).
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ class GatewayASGI:
         if self._server is not None:
             return
         gw = self.gateway
+        if gw.settings.ws_compression != "off":
+            log.warning(
+                "PYGW_WS_COMPRESSION=%s applies to the uWS transport only: under ASGI the server"
+                " negotiates permessage-deflate (uvicorn: --ws-per-message-deflate, on by"
+                " default; granian: not supported)",
+                gw.settings.ws_compression,
+            )
         options = gw.ws_options()
         server = ASGIServer(
             gw.http,
