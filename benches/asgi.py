@@ -106,20 +106,18 @@ def main(argv: list[str]) -> int:
         for i in range(args.runs):
             for name, s in servers.items():
                 print(f"[run {i + 1}/{args.runs}] {name}", flush=True)
-                runs.setdefault(f"{name}/http_health", []).append(
-                    h.clean_run(
-                        lambda s=s: m.http_load(
-                            f"http://127.0.0.1:{s.port}/health", s.pids, duration=dur, warmup=0.5
-                        )
+                url = f"http://127.0.0.1:{s.port}/health"
+
+                def http(s: Server = s, url: str = url) -> dict[str, float]:
+                    return m.http_load(url, s.pids, duration=dur, warmup=0.5)
+
+                def ping(s: Server = s) -> dict[str, float]:
+                    return m.ws_rtt(
+                        s.port, s.pids, frame=m.PING, expect="pong", creds=creds, duration=dur
                     )
-                )
-                runs.setdefault(f"{name}/ws_ping", []).append(
-                    h.clean_run(
-                        lambda s=s: m.ws_rtt(
-                            s.port, s.pids, frame=m.PING, expect="pong", creds=creds, duration=dur
-                        )
-                    )
-                )
+
+                runs.setdefault(f"{name}/http_health", []).append(h.clean_run(http))
+                runs.setdefault(f"{name}/ws_ping", []).append(h.clean_run(ping))
     finally:
         for s in servers.values():
             s.stop()

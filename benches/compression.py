@@ -58,7 +58,7 @@ def fanout_payload(seq: int) -> dict[str, Any]:
 def order_payload(seq: int) -> dict[str, Any]:
     """A ~1.5 KiB order update; its values differ with ``seq`` (a seeded generator)."""
     rnd = random.Random(seq)
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "sku": f"SKU-{rnd.randint(10000, 99999)}",
             "name": f"{rnd.choice(PRODUCTS)} {rnd.choice(('pro', 'mini', 'max', 'plus', 'lite'))}",
