@@ -42,6 +42,7 @@ from benches import _harness as h
 MODES = ("off", "shared", "dedicated")
 CHANNEL = "bench:deflate"
 IN_FLIGHT = 8
+NO_KEEPALIVE = {"PYGW_PING_INTERVAL": "3600", "PYGW_INACTIVITY_TIMEOUT": "3600"}
 NAMES = ("Ada", "Grace", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken")
 PRODUCTS = ("keyboard", "monitor", "cable", "adapter", "dock", "headset", "webcam", "charger")
 STATUSES = ("pending", "paid", "packed", "shipped", "delivered")
@@ -105,6 +106,7 @@ class Counting(ClientConnection):
     frame_bytes = 0
     target = 0
     done: asyncio.Event | None = None
+    lost: BaseException | None = None
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -112,12 +114,17 @@ class Counting(ClientConnection):
 
 
 async def read(conn: Counting) -> None:
-    async for raw in conn:
-        if isinstance(raw, str) and raw.startswith('{"type":"message"'):
-            conn.messages += 1
-            conn.frame_bytes = len(raw.encode())
-            if conn.messages >= conn.target and conn.done is not None:
-                conn.done.set()
+    try:
+        async for raw in conn:
+            if isinstance(raw, str) and raw.startswith('{"type":"message"'):
+                conn.messages += 1
+                conn.frame_bytes = len(raw.encode())
+                if conn.messages >= conn.target and conn.done is not None:
+                    conn.done.set()
+    except websockets.ConnectionClosed as exc:
+        conn.lost = exc
+        if conn.done is not None:
+            conn.done.set()
 
 
 async def subscribe_all(port: int, creds: list[dict[str, str]]) -> list[Counting]:
@@ -165,6 +172,9 @@ async def round_(
 
         await asyncio.gather(*(publisher() for _ in range(IN_FLIGHT)))
         await asyncio.wait_for(asyncio.gather(*waiters), 120)
+    lost = [c.lost for c in conns if c.lost is not None]
+    if lost:
+        raise RuntimeError(f"{len(lost)} subscribers lost their connection: {lost[0]!r}")
     wall = time.monotonic() - t0
     cpu = h.cpu_seconds(pid) - cpu0
     busy1 = h.core_busy_seconds()
@@ -184,7 +194,9 @@ async def round_(
 async def measure_mode(
     mode: str, creds: list[dict[str, str]], runs: int, messages: int
 ) -> dict[str, dict[str, float] | list[dict[str, float]]]:
-    gw = h.start_gateway(name=f"compression-{mode}", env={"PYGW_WS_COMPRESSION": mode})
+    # The clients do not answer the gateway's JSON keep-alive pings: none within the run.
+    env = {"PYGW_WS_COMPRESSION": mode, **NO_KEEPALIVE}
+    gw = h.start_gateway(name=f"compression-{mode}", env=env)
     pid = h.gateway_pid(gw)
     try:
         rss0 = h.rss_bytes(pid)
