@@ -30,6 +30,7 @@ import httpx
 
 from benches import _harness as h
 from benches import _measure as m
+from benches import _report
 
 SERVERS = ("uws", "granian", "uvicorn")
 ASGI_COMMANDS = {
@@ -124,40 +125,7 @@ def main(argv: list[str]) -> int:
     results = {
         name: {k: h.summarize([r[k] for r in rs]) for k in rs[0]} for name, rs in runs.items()
     }
-    rows = []
-    for name, r in results.items():
-        server, what = name.split("/")
-        rate_key = "requests_per_s" if what.startswith("http") else "round_trips_per_s"
-        uws = results.get(f"uws/{what}", {}).get(rate_key, {}).get("median")
-        rows.append(
-            [
-                server,
-                "GET /health (50 conns)" if what == "http_health" else "WS ping (100 x 2)",
-                h.fmt_range(r[rate_key]),
-                h.pct_str(h.ratio(r[rate_key]["median"], uws)),
-                h.fmt_range(r["p50_ms"], 2),
-                h.fmt_range(r["p99_ms"], 2),
-                f"{r['errors']['max']:.0f}",
-                h.fmt_range(r["server_cpu_pct"]),
-                h.fmt_range(r["client_cpu_pct"]),
-            ]
-        )
-    print(
-        h.table(
-            [
-                "server",
-                "what",
-                "per s",
-                "of uws",
-                "p50 ms",
-                "p99 ms",
-                "errors",
-                "server cpu %",
-                "client cpu %",
-            ],
-            rows,
-        )
-    )
+    print(h.table(*_report.asgi_rows(results)))
     h.write_results(
         "asgi",
         {

@@ -38,6 +38,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from benches import _harness as h
+from benches import _report
 
 MODES = ("off", "shared", "dedicated")
 CHANNEL = "bench:deflate"
@@ -240,7 +241,6 @@ def main(argv: list[str]) -> int:
     for mode in modes:
         raw[mode] = asyncio.run(measure_mode(mode, creds, args.runs, args.messages))
     results: dict[str, Any] = {}
-    rows = []
     for mode in modes:
         entry = raw[mode]
         results[mode] = {
@@ -249,44 +249,8 @@ def main(argv: list[str]) -> int:
         }
         for payload in PAYLOADS:
             rs = entry[payload]
-            summary = {k: h.summarize([r[k] for r in rs]) for k in rs[0]}
-            results[mode][payload] = summary
-            off = results.get("off", {}).get(payload)
-            wire = summary["wire_bytes_per_delivery"]["median"]
-            saved = "-"
-            if off is not None and mode != "off":
-                saved = h.pct_str(1 - wire / off["wire_bytes_per_delivery"]["median"])
-            rows.append(
-                [
-                    mode,
-                    payload,
-                    f"{summary['frame_bytes']['median']:.0f}",
-                    h.fmt_range(summary["wire_bytes_per_delivery"], 1),
-                    saved,
-                    h.fmt_range(summary["server_us_per_delivery"], 2),
-                    h.fmt_range(summary["deliveries_per_s"]),
-                    h.fmt_range(summary["server_cpu_pct"]),
-                    f"{entry['rss_per_conn_bytes'] / 1024:.1f}",
-                    h.fmt_range(summary["foreign_cpu_pct_core0"]),
-                ]
-            )
-    print(
-        h.table(
-            [
-                "mode",
-                "payload",
-                "frame B",
-                "wire B/delivery",
-                "saved",
-                "server us/delivery",
-                "deliveries/s",
-                "server cpu %",
-                "RSS KiB/conn",
-                "other load core0 %",
-            ],
-            rows,
-        )
-    )
+            results[mode][payload] = {k: h.summarize([r[k] for r in rs]) for k in rs[0]}
+    print(h.table(*_report.compression_rows(results)))
     h.write_results(
         "compression",
         {
