@@ -126,9 +126,11 @@ class Settings:
     last publication (or first subscription); at least its namespace's ``history_ttl``. A
     client resuming after they expired is told ``recovered: false``."""
     ws_compression: str = "off"
-    """permessage-deflate for WebSockets (uWS transport): ``off``; ``shared``, one compressor
-    for the whole process (no context kept between messages, little memory); ``dedicated``,
-    one per socket (better ratios on similar messages, up to ~300 KiB per socket)."""
+    """permessage-deflate for WebSockets (uWS transport), for clients that offer it: ``off``;
+    ``shared``, one compressor for the whole process (no context kept between messages, no
+    memory per socket); ``dedicated``, one compressor and decompressor per socket (context kept:
+    far smaller frames when messages repeat structure; zlib state per socket that grows as it is
+    used, up to ~300 KiB). Costs and savings: docs/TRANSPORTS.md, docs/BENCHMARKS.md."""
     metrics_port: int = 0
     """Serve ``/metrics`` on this port only (and not on the API port); 0 = on the API port."""
     stats_interval: float = 1.0
