@@ -160,3 +160,40 @@ def test_setting_values() -> None:
     assert Settings.from_env({"PYGW_WS_COMPRESSION": " Shared "}).ws_compression == "shared"
     with pytest.raises(ConfigError, match="PYGW_WS_COMPRESSION must be off, shared or dedicated"):
         Settings.from_env({"PYGW_WS_COMPRESSION": "gzip"})
+
+
+@pytest.mark.parametrize(
+    ("inflated", "clean"),
+    [(128 << 10, True), (8 << 20, False)],
+    ids=["over-the-hub-limit", "over-the-transport-limit"],
+)
+async def test_frames_inflating_past_the_limits_close_the_socket(
+    gw: GatewayProcess, inflated: int, clean: bool
+) -> None:
+    """A small compressed frame that inflates past the limits (a decompression bomb: 8 MiB of
+    one letter is ~8 KiB on the wire) is refused as its plain version is: over the hub's limit
+    (PYGW_WS_MAX_MESSAGE_BYTES, 64 KiB) with 1009, over the transport's (4x) by cutting the
+    connection, uWS inflating no further. The gateway stays healthy."""
+    conn = await connect(gw)
+    try:
+        await recv(conn, "connected")
+        before = conn.received
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            # Uncompressed (off), the server may cut the connection while the frame is sent.
+            await conn.send(orjson.dumps({"type": "ping", "pad": "a" * inflated, "id": 1}).decode())
+            await recv(conn, "pong", timeout=10)
+        if clean:
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009, closed.value.rcvd
+        else:
+            assert conn.received - before < 1024  # no reply, at most a close frame
+    finally:
+        await conn.close()
+    assert httpx.get(f"{gw.url}/health", timeout=5).status_code == 200
+    again = await connect(gw)
+    try:
+        await recv(again, "connected")
+        await again.send(orjson.dumps({"type": "ping", "id": 2}).decode())
+        assert (await recv(again, "pong"))["id"] == 2
+    finally:
+        await again.close()
