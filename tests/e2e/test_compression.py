@@ -9,6 +9,7 @@ WebSocket protocol. A client that does not offer the extension works with every 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from conftest import login, register, unique
-from gateway_process import GatewayProcess, gateway_on
+from gateway_process import TEST_SECRET, GatewayProcess, gateway_on
+from pygw.asgi import create_app
 from pygw.config import ConfigError, Settings
 
 API_KEY = "compression-test-key"
@@ -197,3 +199,15 @@ async def test_frames_inflating_past_the_limits_close_the_socket(
         assert (await recv(again, "pong"))["id"] == 2
     finally:
         await again.close()
+
+
+async def test_the_asgi_adapter_leaves_compression_to_its_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under ASGI the server negotiates extensions: a gateway configured to compress says at
+    startup that the setting does not apply, rather than ignoring it silently."""
+    app = create_app(Settings.from_env({"SECRET_KEY": TEST_SECRET, "PYGW_WS_COMPRESSION": "shared"}))
+    with caplog.at_level(logging.WARNING, logger="pygw"):
+        await app.startup()
+        await app.shutdown()
+    assert "PYGW_WS_COMPRESSION=shared applies to the uWS transport only" in caplog.text
