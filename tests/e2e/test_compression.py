@@ -206,7 +206,8 @@ async def test_the_asgi_adapter_leaves_compression_to_its_server(
 ) -> None:
     """Under ASGI the server negotiates extensions: a gateway configured to compress says at
     startup that the setting does not apply, rather than ignoring it silently."""
-    app = create_app(Settings.from_env({"SECRET_KEY": TEST_SECRET, "PYGW_WS_COMPRESSION": "shared"}))
+    env = {"SECRET_KEY": TEST_SECRET, "PYGW_WS_COMPRESSION": "shared"}
+    app = create_app(Settings.from_env(env))
     with caplog.at_level(logging.WARNING, logger="pygw"):
         await app.startup()
         await app.shutdown()
