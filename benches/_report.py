@@ -293,7 +293,8 @@ def compression(d: dict[str, Any]) -> str:
     headers, rows = compression_rows(d["results"])
     return (
         f"{cfg['subscribers']} subscribers x {cfg['messages']} publications per payload and run"
-        f" ({cfg['runs']} runs), {cfg['client']}.\n\n" + md(headers, rows)
+        f" ({cfg['runs']} runs), {cfg.get('in_flight_publishes', 8)} publish requests in flight,"
+        f" {cfg['client']}.\n\n" + md(headers, rows)
     )
 
 
@@ -829,7 +830,7 @@ def section(name: str) -> str | None:
         body = f"Connect storm, {d['config']['storm']:,} clients against one process:\n\n{storms}"
     elif name == "cluster":
         body = cluster(d)
-    elif name == "compression":
+    elif name.startswith("compression"):
         body = compression(d)
     elif name == "asgi":
         body = asgi(d)
@@ -868,6 +869,7 @@ def write_doc(path: Path) -> list[str]:
 
 NAMES = [
     "compression",
+    "compression_burst",
     "asgi",
     "limits",
     "lifecycle",

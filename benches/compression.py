@@ -1,11 +1,14 @@
 """permessage-deflate: server CPU per delivery and bytes on the wire, off / shared / dedicated.
 
-    python -m benches compression [--runs R] [--subscribers N] [--messages M] [--json PATH]
+    python -m benches compression [--runs R] [--subscribers N] [--messages M] [--in-flight K]
+                                  [--json PATH]
 
 One gateway per ``PYGW_WS_COMPRESSION`` mode (pinned to core 0). ``N`` `websockets` clients
 (Python, this process, core 1), each offering permessage-deflate, subscribe to one channel;
-then, for each payload, ``M`` publications go through ``POST /api/publish`` (8 in flight) and
-every subscriber receives all of them. Per delivery:
+then, for each payload, ``M`` publications go through ``POST /api/publish`` (``K`` in flight,
+default 8) and every subscriber receives all of them. With 8 in flight most publications leave in
+their own loop iteration (one ``send()`` per subscriber each); with ``--in-flight 64`` they
+arrive in bursts that uWS writes per socket in one go, the batched regime of a saturated fan-out. Per delivery:
 
 - **server CPU**: the gateway's utime+stime over the round / deliveries (it includes the M
   publish requests, ~1/N of the total);
@@ -43,6 +46,7 @@ from benches import _report
 MODES = ("off", "shared", "dedicated")
 CHANNEL = "bench:deflate"
 IN_FLIGHT = 8
+"""Publish requests in flight (default)."""
 NO_KEEPALIVE = {"PYGW_PING_INTERVAL": "3600", "PYGW_INACTIVITY_TIMEOUT": "3600"}
 NAMES = ("Ada", "Grace", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken")
 PRODUCTS = ("keyboard", "monitor", "cable", "adapter", "dock", "headset", "webcam", "charger")
@@ -148,7 +152,13 @@ async def subscribe_all(port: int, creds: list[dict[str, str]]) -> list[Counting
 
 
 async def round_(
-    port: int, pid: int, conns: list[Counting], payload: str, messages: int, first_seq: int
+    port: int,
+    pid: int,
+    conns: list[Counting],
+    payload: str,
+    messages: int,
+    first_seq: int,
+    in_flight: int,
 ) -> dict[str, float]:
     """Publish ``messages`` and wait until every subscriber has them; per-delivery figures."""
     make = PAYLOADS[payload]
@@ -171,7 +181,7 @@ async def round_(
                 r = await http.post("/api/publish", content=body, headers=headers)
                 r.raise_for_status()
 
-        await asyncio.gather(*(publisher() for _ in range(IN_FLIGHT)))
+        await asyncio.gather(*(publisher() for _ in range(in_flight)))
         await asyncio.wait_for(asyncio.gather(*waiters), 120)
     lost = [c.lost for c in conns if c.lost is not None]
     if lost:
@@ -193,7 +203,7 @@ async def round_(
 
 
 async def measure_mode(
-    mode: str, creds: list[dict[str, str]], runs: int, messages: int
+    mode: str, creds: list[dict[str, str]], runs: int, messages: int, in_flight: int
 ) -> dict[str, dict[str, float] | list[dict[str, float]]]:
     # The clients do not answer the gateway's JSON keep-alive pings: none within the run.
     env = {"PYGW_WS_COMPRESSION": mode, **NO_KEEPALIVE}
@@ -210,7 +220,7 @@ async def measure_mode(
             for payload in PAYLOADS:
                 print(f"[run {run + 1}/{runs}] {mode} {payload}", flush=True)
                 h.wait_quiet(max_wait=10)
-                r = await round_(gw.port, pid, conns, payload, messages, seq)
+                r = await round_(gw.port, pid, conns, payload, messages, seq, in_flight)
                 seq += messages
                 out.setdefault(payload, []).append(r)
         out["rss_per_conn_bytes"] = (h.rss_bytes(pid) - rss0) / len(conns)
@@ -228,6 +238,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -239,7 +250,9 @@ def main(argv: list[str]) -> int:
     creds = [orjson.loads(line) for line in path.read_text().splitlines()]
     raw: dict[str, Any] = {}
     for mode in modes:
-        raw[mode] = asyncio.run(measure_mode(mode, creds, args.runs, args.messages))
+        raw[mode] = asyncio.run(
+            measure_mode(mode, creds, args.runs, args.messages, args.in_flight)
+        )
     results: dict[str, Any] = {}
     for mode in modes:
         entry = raw[mode]
@@ -258,7 +271,7 @@ def main(argv: list[str]) -> int:
                 "runs": args.runs,
                 "subscribers": args.subscribers,
                 "messages": args.messages,
-                "in_flight_publishes": IN_FLIGHT,
+                "in_flight_publishes": args.in_flight,
                 "client": f"websockets {websockets.__version__} (Python), compression=deflate",
             },
             "results": results,
