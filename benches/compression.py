@@ -8,7 +8,8 @@ One gateway per ``PYGW_WS_COMPRESSION`` mode (pinned to core 0). ``N`` `websocke
 then, for each payload, ``M`` publications go through ``POST /api/publish`` (``K`` in flight,
 default 8) and every subscriber receives all of them. With 8 in flight most publications leave in
 their own loop iteration (one ``send()`` per subscriber each); with ``--in-flight 64`` they
-arrive in bursts that uWS writes per socket in one go, the batched regime of a saturated fan-out. Per delivery:
+arrive in bursts that uWS writes per socket in one go, the batched regime of a saturated fan-out.
+Per delivery:
 
 - **server CPU**: the gateway's utime+stime over the round / deliveries (it includes the M
   publish requests, ~1/N of the total);
