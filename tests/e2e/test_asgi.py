@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from redis import Redis
+from redis.asyncio import Redis
 from tests.gateway_process import GatewayProcess, free_port
 from tests.redis_server import RedisServer
 
@@ -77,7 +77,7 @@ def asgi_node(request: pytest.FixtureRequest, redis: RedisServer, tmp_path: Path
 
 
 def login(base: str, name: str) -> dict[str, str]:
-    """Register and log in; the login response (``access_token``, ``ws_url``, ...)."""
+    """Register and log in; the login response (``access_token``, ``session_id``, ...)."""
     body = {"username": name, "email": f"{name}@example.com", "password": "secret-pass-123"}
     r = httpx.post(f"{base}/sessions/register", json=body)
     assert r.status_code == 200, r.text
@@ -87,20 +87,20 @@ def login(base: str, name: str) -> dict[str, str]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def reported_port(redis: RedisServer, node_id: str, timeout: float = 8.0) -> int:
-    """The port in the node's heartbeat, once it is not 0 (the first beat may precede the
-    first request, which tells the adapter the port)."""
+async def reported_port(redis: RedisServer, node_id: str, timeout: float = 8.0) -> int:
+    """The port in the node's heartbeat (every 5 s), once it is not 0 (the first beat may
+    precede the first request, which tells the adapter the port)."""
     client = Redis.from_url(redis.url)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            raw = client.get(f"pygw:node:{node_id}")
+            raw = await client.get(f"pygw:node:{node_id}")
             port = int(orjson.loads(raw).get("port", 0)) if raw else 0
             if port or time.monotonic() > deadline:
                 return port
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
     finally:
-        client.close()
+        await client.aclose()
 
 
 async def recv_type(ws: websockets.ClientConnection, kind: str) -> dict[str, object]:
@@ -131,7 +131,8 @@ async def test_mounted_adapter_serves_http_ws_and_cross_node_delivery(
             connected = await recv_type(wa, "connected")
             assert connected["user_id"] == "asgi-alice"
             port = int(asgi_node.rsplit(":", 1)[1])
-            assert reported_port(redis, str(connected["gateway_id"])) == port != int(WRONG_PORT)
+            reported = await reported_port(redis, str(connected["gateway_id"]))
+            assert reported == port != int(WRONG_PORT)
             await wa.send(json.dumps({"type": "ping", "id": "p1"}))
             assert (await recv_type(wa, "pong"))["id"] == "p1"
             await wa.send(json.dumps({"type": "subscribe", "channel": "room:asgi"}))
