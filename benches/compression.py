@@ -7,9 +7,9 @@ One gateway per ``PYGW_WS_COMPRESSION`` mode (pinned to core 0). ``N`` `websocke
 (Python, this process, core 1), each offering permessage-deflate, subscribe to one channel;
 then, for each payload, ``M`` publications go through ``POST /api/publish`` (``K`` in flight,
 default 8) and every subscriber receives all of them. With 8 in flight most publications leave in
-their own loop iteration (one ``send()`` per subscriber each); with ``--in-flight 64`` they
-arrive in bursts that uWS writes per socket in one go, the batched regime of a saturated fan-out.
-Per delivery:
+their own loop iteration (one ``send()`` per subscriber each); with ``--in-flight 64`` more of
+them share an iteration (uWS then writes a socket's queue in one go), though the Python clients
+keep it far from the batched regime of ``fanout``'s Rust client. Per delivery:
 
 - **server CPU**: the gateway's utime+stime over the round / deliveries (it includes the M
   publish requests, ~1/N of the total);
@@ -251,9 +251,7 @@ def main(argv: list[str]) -> int:
     creds = [orjson.loads(line) for line in path.read_text().splitlines()]
     raw: dict[str, Any] = {}
     for mode in modes:
-        raw[mode] = asyncio.run(
-            measure_mode(mode, creds, args.runs, args.messages, args.in_flight)
-        )
+        raw[mode] = asyncio.run(measure_mode(mode, creds, args.runs, args.messages, args.in_flight))
     results: dict[str, Any] = {}
     for mode in modes:
         entry = raw[mode]
