@@ -460,9 +460,6 @@ class UWSApp:
         """Send ``message`` to every subscriber of ``topic`` (compressed for subscribers that
         negotiated permessage-deflate). From outside the loop, uWS queues it per subscriber
         and writes on the next :meth:`run_nowait`."""
-    @property
-    def compressing(self) -> bool:
-        """True when the WebSocket route negotiates permessage-deflate."""
     def num_subscribers(self, topic: bytes) -> int: ...
     def run_nowait(self) -> int:
         """One non-blocking libuv iteration (``in_uv`` is True meanwhile), then the HTTP

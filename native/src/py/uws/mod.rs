@@ -519,12 +519,6 @@ impl UwsApp {
         }
     }
 
-    /// True when the WebSocket route negotiates permessage-deflate.
-    #[getter]
-    fn compressing(&self) -> bool {
-        self.server.compress.get()
-    }
-
     fn num_subscribers(&self, topic: &[u8]) -> u32 {
         let s = self.server;
         // SAFETY: the topic outlives the call.
