@@ -128,9 +128,10 @@ class Settings:
     ws_compression: str = "off"
     """permessage-deflate for WebSockets (uWS transport), for clients that offer it: ``off``;
     ``shared``, one compressor for the whole process (no context kept between messages, no
-    memory per socket); ``dedicated``, one compressor and decompressor per socket (context kept:
-    far smaller frames when messages repeat structure; zlib state per socket that grows as it is
-    used, up to ~300 KiB). Costs and savings: docs/TRANSPORTS.md, docs/BENCHMARKS.md."""
+    memory per socket); ``dedicated``, one compressor (uWS's 3 KB one: a 512-byte window) and
+    one decompressor (32 KiB window) per socket, context kept: far smaller frames when a message
+    repeats the previous one, worse than ``shared`` on larger varied ones. Costs and savings:
+    docs/TRANSPORTS.md, docs/BENCHMARKS.md."""
     metrics_port: int = 0
     """Serve ``/metrics`` on this port only (and not on the API port); 0 = on the API port."""
     stats_interval: float = 1.0

@@ -82,12 +82,17 @@ SEND_DROPPED = 2
 COMPRESSION = {
     "off": 0,
     "shared": 0x001 | 0x100,
-    "dedicated": 0x0F8 | 0xF00,
+    "dedicated": 0x091 | 0xF00,
 }
 """``uws_compress_options_t`` of each ``PYGW_WS_COMPRESSION``: ``shared`` is SHARED_COMPRESSOR |
-SHARED_DECOMPRESSOR (one deflate stream for the loop, no context kept between messages);
-``dedicated`` is DEDICATED_COMPRESSOR (32 KiB window, memLevel 8: uWS's "256KB") |
-DEDICATED_DECOMPRESSOR (32 KiB window), one pair per socket, context kept."""
+SHARED_DECOMPRESSOR (one deflate stream for the loop, reset for every message); ``dedicated`` is
+DEDICATED_COMPRESSOR_3KB (512-byte window, memLevel 1) | DEDICATED_DECOMPRESSOR (32 KiB window),
+one pair per socket, context kept.
+
+Why 3KB: the uWS in socketify 0.0.31 turns every dedicated compressor into the 3KB one at the
+upgrade (it tests ``compression & DEDICATED_COMPRESSOR_3KB`` as a bit mask, which the window bits
+of every dedicated option match; later uWS compares for equality). Asking for the larger ones
+only made it advertise a 32 KiB window it does not use (measured: the same bytes on the wire)."""
 
 FORBIDDEN = b'{"error":"Forbidden","detail":null,"status_code":403}'
 LISTEN_BACKLOG = 65535
