@@ -448,6 +448,18 @@ def free_port() -> int:
 LOG_DIR = Path(tempfile.gettempdir()) / "pygw-bench-logs"
 
 
+def gateway_settings(env: dict[str, str] | None = None, argon2: str = "fast") -> dict[str, str]:
+    """The benchmark gateways' settings (API key, rate limits off, argon2), then ``env``."""
+    return {
+        "PYGW_API_KEYS": API_KEY,
+        "LOGGING_LEVEL": "WARNING",
+        "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+        **RATE_LIMITS_OFF,
+        **(DEFAULT_ARGON2 if argon2 == "default" else FAST_ARGON2),
+        **(env or {}),
+    }
+
+
 def start_gateway(
     *,
     argon2: str = "fast",
@@ -462,14 +474,7 @@ def start_gateway(
     ``args`` are extra ``pygw serve`` arguments (``--workers K``: a supervisor forking K workers
     that inherit the pinning)."""
     LOG_DIR.mkdir(exist_ok=True)
-    full_env = {
-        "PYGW_API_KEYS": API_KEY,
-        "LOGGING_LEVEL": "WARNING",
-        "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
-        **RATE_LIMITS_OFF,
-        **(DEFAULT_ARGON2 if argon2 == "default" else FAST_ARGON2),
-        **(env or {}),
-    }
+    full_env = gateway_settings(env, argon2)
     log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
     gw = GatewayProcess(redis_url=redis_url, env=full_env, args=args, log_path=log_path)
     with pinned(cpus or GATEWAY_CPUS):
@@ -495,8 +500,11 @@ class PinnedServer:
         cpus: set[int] | None = None,
         name: str = "server",
         log_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: the whole environment of the command (default: this process's)."""
         self.cmd = list(cmd)
+        self.env = env
         self.port = port
         self.cpus = cpus or GATEWAY_CPUS
         self.name = name
@@ -514,7 +522,7 @@ class PinnedServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             out = self.log_path.open("ab")
         with pinned(self.cpus):
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=out, stderr=out, env=self.env)
         if out is not subprocess.DEVNULL:
             out.close()
         deadline = time.monotonic() + timeout

@@ -242,6 +242,101 @@ def fanout(d: dict[str, Any]) -> str:
     )
 
 
+def compression_rows(
+    results: dict[str, Any], payloads: tuple[str, ...] = ("fanout", "json-1.5k")
+) -> tuple[list[str], list[list[str]]]:
+    """``compression``: one row per mode and payload (headers, rows)."""
+    rows = []
+    for mode, entry in results.items():
+        for payload in payloads:
+            v = entry[payload]
+            off = results.get("off", {}).get(payload)
+            wire = v["wire_bytes_per_delivery"]["median"]
+            saved = "-"
+            if off is not None and mode != "off":
+                saved = h.pct_str(1 - wire / off["wire_bytes_per_delivery"]["median"])
+            cpu = v["server_us_per_delivery"]["median"]
+            cost = "-"
+            if off is not None and mode != "off":
+                cost = f"{cpu / off['server_us_per_delivery']['median']:.1f}x"
+            rows.append(
+                [
+                    mode,
+                    payload,
+                    f"{v['frame_bytes']['median']:.0f}",
+                    rng(v["wire_bytes_per_delivery"], 1),
+                    saved,
+                    rng(v["server_us_per_delivery"], 2),
+                    cost,
+                    f"{entry['rss_per_conn_bytes'] / 1024:.1f}",
+                    rng(v["deliveries_per_s"]),
+                    rng(v["foreign_cpu_pct_core0"]),
+                ]
+            )
+    headers = [
+        "mode",
+        "payload",
+        "frame B",
+        "wire B / delivery",
+        "saved",
+        "server us / delivery",
+        "CPU vs off",
+        "RSS KiB / socket",
+        "deliveries/s (client-bound)",
+        "other load on core 0 %",
+    ]
+    return headers, rows
+
+
+def compression(d: dict[str, Any]) -> str:
+    cfg = d["config"]
+    headers, rows = compression_rows(d["results"])
+    return (
+        f"{cfg['subscribers']} subscribers x {cfg['messages']} publications per payload and run"
+        f" ({cfg['runs']} runs), {cfg.get('in_flight_publishes', 8)} publish requests in flight,"
+        f" {cfg['client']}.\n\n" + md(headers, rows)
+    )
+
+
+def asgi_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """``asgi``: one row per server and measure (headers, rows)."""
+    rows = []
+    for name, r in results.items():
+        server, what = name.split("/")
+        key = "requests_per_s" if what.startswith("http") else "round_trips_per_s"
+        uws = results.get(f"uws/{what}", {}).get(key, {}).get("median")
+        rows.append(
+            [
+                server,
+                "`GET /health`, 50 conns" if what == "http_health" else "WS `ping`, 100 conns x 2",
+                rng(r[key]),
+                "-" if server == "uws" else h.pct_str(h.ratio(r[key]["median"], uws)),
+                rng(r["p50_ms"], 2),
+                rng(r["p99_ms"], 2),
+                f"{r['errors']['max']:.0f}",
+                rng(r["server_cpu_pct"]),
+                rng(r["client_cpu_pct"]),
+            ]
+        )
+    headers = [
+        "server",
+        "measure",
+        "per second",
+        "of uWS",
+        "p50 ms",
+        "p99 ms",
+        "errors (max)",
+        "server CPU %",
+        "client CPU %",
+    ]
+    return headers, rows
+
+
+def asgi(d: dict[str, Any]) -> str:
+    headers, rows = asgi_rows(d["results"])
+    return md(headers, rows)
+
+
 def _deployment(p: dict[str, Any]) -> str:
     procs = int(p.get("processes", {}).get("median") or 1)
     gens = int(p.get("generators", {}).get("median") or 1)
@@ -735,6 +830,10 @@ def section(name: str) -> str | None:
         body = f"Connect storm, {d['config']['storm']:,} clients against one process:\n\n{storms}"
     elif name == "cluster":
         body = cluster(d)
+    elif name.startswith("compression"):
+        body = compression(d)
+    elif name == "asgi":
+        body = asgi(d)
     elif name == "connections":
         holds, storms = connections(d)
         cfg = d["config"]
@@ -769,6 +868,9 @@ def write_doc(path: Path) -> list[str]:
 
 
 NAMES = [
+    "compression",
+    "compression_burst",
+    "asgi",
     "limits",
     "lifecycle",
     "lifecycle_10000",

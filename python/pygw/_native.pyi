@@ -436,8 +436,13 @@ class UWSApp:
         max_backpressure: int,
         close_on_backpressure_limit: bool,
         send_pings_automatically: bool,
+        compression: int = 0,
     ) -> None:
-        """Register the WebSocket route (no compression). ``upgrade(request)`` gets an
+        """Register the WebSocket route. ``compression`` is a ``uws_compress_options_t``: 0
+        (none), or a compressor (1 shared, or a dedicated window/memory pair) together with a
+        decompressor (``1 << 8`` shared, or a dedicated window); ValueError otherwise. With
+        it, permessage-deflate is negotiated with clients that offer it, and :meth:`publish`
+        and :func:`ws_send` compress for sockets that accepted it. ``upgrade(request)`` gets an
         :class:`UpgradeRequest` (``query_names`` values URL-decoded as uWS's ``getQuery``
         does, ``header_names`` headers, empty values left out) and answers it with
         ``accept(socket)`` or ``reject(...)``, now or later. Then ``open(socket)``,
@@ -452,8 +457,9 @@ class UWSApp:
     def close_listener(self) -> bool:
         """Stop accepting connections (open ones stay); False if not listening."""
     def publish(self, topic: bytes, message: bytes, opcode: int = 1) -> bool:
-        """Send ``message`` to every subscriber of ``topic``. From outside the loop, uWS
-        queues it per subscriber and writes on the next :meth:`run_nowait`."""
+        """Send ``message`` to every subscriber of ``topic`` (compressed for subscribers that
+        negotiated permessage-deflate). From outside the loop, uWS queues it per subscriber
+        and writes on the next :meth:`run_nowait`."""
     def num_subscribers(self, topic: bytes) -> int: ...
     def run_nowait(self) -> int:
         """One non-blocking libuv iteration (``in_uv`` is True meanwhile), then the HTTP
@@ -582,7 +588,8 @@ class UpgradeRequest:
 
 def ws_send(ws: int, data: bytes, opcode: int = 1) -> int:
     """Send one frame: 0 backpressure (queued), 1 success, 2 dropped. Inside callbacks uWS
-    corks it; outside, it is corked here and leaves at once. ``ws`` must be open."""
+    corks it; outside, it is corked here and leaves at once. Compressed when the route has
+    compression and the socket negotiated it. ``ws`` must be open."""
 
 def ws_end(ws: int, code: int, reason: bytes = b"") -> None:
     """Close with a close frame; the close handler runs before this returns."""

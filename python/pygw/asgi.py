@@ -18,6 +18,7 @@ Mounted (Starlette does not pass lifespan events to mounted apps: give it the ga
 With ``REDIS_URL`` the node is a full cluster member beside ``pygw serve`` nodes. This transport
 needs no uWS library (socketify's), so it is also the fallback where that library cannot load;
 it is slower than uWS (one writer task per socket, one queued frame per subscriber).
+WebSocket compression is the ASGI server's (``PYGW_WS_COMPRESSION`` is the uWS transport's).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class GatewayASGI:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._server: ASGIServer | None = None
+        self._port_known = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -68,10 +70,28 @@ class GatewayASGI:
         server = self._server
         if server is None:
             await self._not_started(kind, receive, send)
-        elif kind == "http":
+            return
+        if not self._port_known:
+            self._learn_port(scope)
+        if kind == "http":
             await server.http(scope, receive, send)
         elif kind == "websocket":
             await server.websocket(scope, receive, send)
+
+    def _learn_port(self, scope: Scope) -> None:
+        """The address and port the ASGI server accepted this connection on
+        (``scope["server"]``, not ``HOST``/``PORT``): what the node reports of itself (heartbeat,
+        ``ws_url`` without ``PYGW_PUBLIC_URL``). Unix sockets have none; it stays unknown (0)."""
+        bound = scope.get("server")
+        try:
+            port = int(bound[1]) if bound and bound[1] is not None else 0  # granian: a str
+        except (TypeError, ValueError, IndexError):
+            port = 0
+        if port > 0:
+            self.gateway.node.port = port
+            if bound[0]:
+                self.gateway.node.host = str(bound[0])
+            self._port_known = True
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -79,6 +99,13 @@ class GatewayASGI:
         if self._server is not None:
             return
         gw = self.gateway
+        if gw.settings.ws_compression != "off":
+            log.warning(
+                "PYGW_WS_COMPRESSION=%s applies to the uWS transport only: under ASGI the server"
+                " negotiates permessage-deflate (uvicorn: --ws-per-message-deflate, on by"
+                " default; granian: not supported)",
+                gw.settings.ws_compression,
+            )
         options = gw.ws_options()
         server = ASGIServer(
             gw.http,

@@ -24,6 +24,7 @@ from pygw.core.weborigin import check_public_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
+WS_COMPRESSION = ("off", "shared", "dedicated")
 
 
 class ConfigError(ValueError):
@@ -127,6 +128,13 @@ class Settings:
     """Seconds a channel's offsets (epoch, top; Redis ``pygw:chmeta:<ch>``) are kept after its
     last publication (or first subscription); at least its namespace's ``history_ttl``. A
     client resuming after they expired is told ``recovered: false``."""
+    ws_compression: str = "off"
+    """permessage-deflate for WebSockets (uWS transport), for clients that offer it: ``off``;
+    ``shared``, one compressor for the whole process (no context kept between messages, no
+    memory per socket); ``dedicated``, one compressor (uWS's 3 KB one: a 512-byte window) and
+    one decompressor (32 KiB window) per socket, context kept: far smaller frames when a message
+    repeats the previous one, worse than ``shared`` on larger varied ones. Costs and savings:
+    docs/TRANSPORTS.md, docs/BENCHMARKS.md."""
     metrics_port: int = 0
     """Serve ``/metrics`` on this port only (and not on the API port); 0 = on the API port."""
     stats_interval: float = 1.0
@@ -306,6 +314,7 @@ class Settings:
                 setattr(s, f"rate_{name}", rate)
         s.trusted_proxies = _split(get("PYGW_TRUSTED_PROXIES", ""))
         s.ws_frames = get("PYGW_WS_FRAMES", s.ws_frames).strip().lower()
+        s.ws_compression = get("PYGW_WS_COMPRESSION", s.ws_compression).strip().lower()
         num("PYGW_PASSWORD_MIN_LENGTH", int, "password_min_length")
         s.email_check = get("PYGW_EMAIL_CHECK", s.email_check).strip().lower()
         s.reuse_port = _flag(get("PYGW_REUSE_PORT"))
@@ -364,6 +373,8 @@ class Settings:
             raise ConfigError("PYGW_WS_MAX_CONNECTIONS must be >= 0 (0 = from the open-file limit)")
         if self.ws_frames not in ("text", "original"):
             raise ConfigError("PYGW_WS_FRAMES must be text or original")
+        if self.ws_compression not in WS_COMPRESSION:
+            raise ConfigError("PYGW_WS_COMPRESSION must be off, shared or dedicated")
         if not (1 <= self.password_min_length <= 1024):
             raise ConfigError("PYGW_PASSWORD_MIN_LENGTH must be between 1 and 1024")
         if self.email_check not in ("strict", "off"):

@@ -55,7 +55,7 @@ from pygw.proxy import ProxyClient, RouteTable
 from pygw.store.base import REVOKED_KEPT_AFTER_EXPIRY, Storage
 from pygw.transport.ports import ensure_port_free
 from pygw.transport.types import Server
-from pygw.transport.uws import UWSServer, WSOptions
+from pygw.transport.uws import COMPRESSION, UWSServer, WSOptions
 from pygw.ws.connection import Connection
 from pygw.ws.hub import Hub
 from pygw.ws.liveness import ConnectionReaper
@@ -381,6 +381,13 @@ class Gateway:
             http_batch=s.http_batch,
         )
         self.node.port = server.listen(host, port)
+        if not s.public_url and host in WILDCARD_HOSTS:
+            log.warning(
+                "PYGW_PUBLIC_URL is not set and %r names no host: ws_url in session responses "
+                "says ws://localhost:%d; set PYGW_PUBLIC_URL to what clients connect to",
+                host,
+                self.node.port,
+            )
         self._serve_on(server, host, revoked)
         return self.node.port
 
@@ -394,13 +401,15 @@ class Gateway:
             idle_timeout=int(min(960, max(8, s.inactivity_timeout * 2))),
             # The hub closes slow readers at the limit (1013); the transport cuts at 8x.
             max_backpressure=s.ws_max_backpressure * 8,
+            compression=COMPRESSION[s.ws_compression],
         )
 
     async def start_on(self, server: Server, host: str = "", port: int = 0) -> None:
-        """Start the services on a server some other program runs (the ASGI adapter, whose
-        server listens on ``host:port``: what the node reports of itself)."""
+        """Start the services on a server some other program runs (the ASGI adapter). ``port``
+        is what the node reports of itself; 0 = not known yet (the ASGI adapter sets
+        ``node.port`` from the first request's ``server``, the address the server bound)."""
+        self.node.port = port  # before the broker's first heartbeat
         revoked = await self._start_services()
-        self.node.port = port or self.settings.port
         self._serve_on(server, host or self.settings.host, revoked)
 
     async def _start_services(self) -> int:
@@ -420,13 +429,6 @@ class Gateway:
         s = self.settings
         self._server = server
         self.node.host = host
-        if not s.public_url and host in WILDCARD_HOSTS:
-            log.warning(
-                "PYGW_PUBLIC_URL is not set and %r names no host: ws_url in session responses "
-                "says ws://localhost:%d; set PYGW_PUBLIC_URL to what clients connect to",
-                host,
-                self.node.port,
-            )
         self.hub.start(server)
         self.stats.start()
         self._prune_tokens()
@@ -436,11 +438,11 @@ class Gateway:
                 s.metrics_port, host, registry=self.services.metrics_registry
             )
         self.node.started = time.monotonic()
+        where = f"listening on {host}:{self.node.port}" if self.node.port else "serving"
         log.info(
-            "pygw %s listening on %s:%d (gateway %s, %s backend, %d revocations loaded)",
+            "pygw %s %s (gateway %s, %s backend, %d revocations loaded)",
             self.version,
-            host,
-            self.node.port,
+            where,
             self.node_id,
             self.storage.name,
             revoked,

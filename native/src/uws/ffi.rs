@@ -17,6 +17,12 @@ pub const SSL: c_int = 0;
 pub const RUN_NOWAIT: c_int = 2;
 
 pub const OPCODE_TEXT: c_int = 1;
+
+/// `uws_compress_options_t`: low byte the compressor (1 shared, else
+/// HIGH4 window bits / LOW4 memory level of a dedicated one), bits 8..12 the
+/// decompressor (1 shared, else its window bits).
+pub const COMPRESSOR_MASK: c_int = 0x00FF;
+pub const DECOMPRESSOR_MASK: c_int = 0x0F00;
 pub const SEND_SUCCESS: c_int = 1;
 
 pub type Ptr = *mut c_void;
@@ -176,7 +182,7 @@ symbols!(Uws {
     uws_req_get_header: fn(Ptr, *const c_char, usize, Out) -> usize;
     uws_req_for_each_header: fn(Ptr, HeaderHandler, Ptr);
     uws_ws_get_user_data: fn(c_int, Ptr) -> Ptr;
-    uws_ws_send: fn(c_int, Ptr, *const c_char, usize, c_int) -> c_int;
+    uws_ws_send_with_options: fn(c_int, Ptr, *const c_char, usize, c_int, bool, bool) -> c_int;
     uws_ws_end: fn(c_int, Ptr, c_int, *const c_char, usize);
     uws_ws_close: fn(c_int, Ptr);
     uws_ws_cork: fn(c_int, Ptr, VoidHandler, Ptr);

@@ -36,17 +36,20 @@ NOT_YOURS = "Access denied"
 """Another user's ``/sessions/users/{user}/...`` (the original's text; admins may read them)."""
 
 
-def ws_base(svc: Services) -> str:
-    """``PYGW_PUBLIC_URL`` (as ``ws``/``wss``), else the address this node listens on. Never the
-    request's ``Host``: a forged one would hand clients (or a cache) a socket URL elsewhere."""
+def ws_base(svc: Services, request: HTTPRequest) -> str:
+    """``PYGW_PUBLIC_URL`` (as ``ws``/``wss``, mount prefix included), else the address this
+    node listens on (+ the ASGI mount prefix). Never the request's ``Host``: a forged one would
+    hand clients (or a cache) a socket URL elsewhere."""
     if svc.settings.public_url:
         return public_ws_base(svc.settings.public_url)
-    return listening_ws_base(svc.node.host or svc.settings.host, svc.node.port)
+    base = listening_ws_base(svc.node.host or svc.settings.host, svc.node.port)
+    # Under an ASGI host app the gateway is mounted below a prefix (e.g. ``/gw``).
+    return f"{base}{request.state.get('root_path', '')}"
 
 
 def session_response(svc: Services, request: HTTPRequest, s: SessionRecord) -> dict[str, object]:
     # The literal "{access_token}" placeholder is part of the original's contract.
-    url = f"{ws_base(svc)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
+    url = f"{ws_base(svc, request)}/ws/connect?session_id={s.session_id}&token={{access_token}}"
     return {
         "session_id": s.session_id,
         "user_id": s.user_id,

@@ -264,6 +264,9 @@ class ASGIServer:
         request = HTTPRequest(
             scope["method"], route_path(scope), query, _headers(scope), _client_ip(scope)
         )
+        root = scope.get("root_path", "")
+        if root:
+            request.state["root_path"] = root  # mounted: the prefix of URLs given to clients
         body = await self._read_body(receive)
         if body is None:
             resp = self.http_app.error_response(request, 413, "Request body too large")

@@ -132,6 +132,10 @@ pub(crate) struct Server {
     /// The last remote address seen, as text and as a Python string (most
     /// traffic comes from few addresses: proxies, load balancers).
     last_ip: RefCell<(Vec<u8>, Option<Py<PyString>>)>,
+    /// The WebSocket route negotiates permessage-deflate: frames sent and
+    /// published ask uWS to compress them (uWS sends them as they are to
+    /// sockets that did not negotiate it).
+    compress: Cell<bool>,
 }
 
 impl Server {
@@ -288,6 +292,7 @@ impl UwsApp {
             hostless: Cell::new(0),
             consumed: Cell::new(0),
             last_ip: RefCell::new((Vec::new(), None)),
+            compress: Cell::new(false),
         }));
         CURRENT.store(ptr::from_ref(server).cast_mut(), Ordering::Relaxed);
         Ok(UwsApp { server })
@@ -343,7 +348,7 @@ impl UwsApp {
     #[pyo3(signature = (
         path, *, upgrade, open, message, close, pong, drain, query_names, header_names,
         max_payload_length, idle_timeout, max_backpressure, close_on_backpressure_limit,
-        send_pings_automatically,
+        send_pings_automatically, compression = 0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn ws(
@@ -363,7 +368,9 @@ impl UwsApp {
         max_backpressure: u32,
         close_on_backpressure_limit: bool,
         send_pings_automatically: bool,
+        compression: c_int,
     ) -> PyResult<()> {
+        check_compression(compression)?;
         let pattern = CString::new(path).map_err(|_| PyValueError::new_err("NUL in path"))?;
         let config = WsConfig {
             upgrade,
@@ -380,8 +387,9 @@ impl UwsApp {
                 "the WebSocket route is already registered",
             ));
         }
+        self.server.compress.set(compression != 0);
         let behavior = ffi::Behavior {
-            compression: 0,
+            compression,
             max_payload_length,
             idle_timeout,
             max_backpressure,
@@ -506,7 +514,7 @@ impl UwsApp {
                 message.as_ptr().cast(),
                 message.len(),
                 opcode,
-                false,
+                s.compress.get(),
             )
         }
     }
@@ -568,6 +576,27 @@ impl UwsApp {
     #[getter]
     fn library_path(&self) -> &str {
         &self.server.api.path
+    }
+}
+
+/// A `uws_compress_options_t` value: 0, or a compressor (shared or a
+/// dedicated window/memory pair) together with a decompressor. uWS needs
+/// both to negotiate permessage-deflate and inflate what clients send.
+fn check_compression(value: c_int) -> PyResult<()> {
+    let compressor = value & ffi::COMPRESSOR_MASK;
+    let decompressor = (value & ffi::DECOMPRESSOR_MASK) >> 8;
+    let known_bits = value & !(ffi::COMPRESSOR_MASK | ffi::DECOMPRESSOR_MASK) == 0;
+    let dedicated_ok = |c: c_int| (9..=15).contains(&(c >> 4)) && (1..=9).contains(&(c & 0xF));
+    let ok = value == 0
+        || (known_bits
+            && (compressor == 1 || dedicated_ok(compressor))
+            && (decompressor == 1 || (9..=15).contains(&decompressor)));
+    if ok {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "compression must be 0 or a uWS compressor with a decompressor, not {value:#x}"
+        )))
     }
 }
 

@@ -498,6 +498,7 @@ struct CorkedSend<'a> {
     ws: Ptr,
     data: &'a [u8],
     opcode: c_int,
+    compress: bool,
     status: c_int,
 }
 
@@ -506,27 +507,40 @@ extern "C" fn send_corked(user_data: Ptr) {
         // SAFETY: user_data is the CorkedSend of `ws_send`, alive during the cork.
         unsafe {
             let job = &mut *user_data.cast::<CorkedSend<'_>>();
-            job.status = (job.api.uws.uws_ws_send)(
+            job.status = (job.api.uws.uws_ws_send_with_options)(
                 SSL,
                 job.ws,
                 job.data.as_ptr().cast(),
                 job.data.len(),
                 job.opcode,
+                job.compress,
+                true,
             );
         }
     });
 }
 
 /// Sends one frame: 0 backpressure (queued), 1 success, 2 dropped.
+/// Compressed when the route negotiates permessage-deflate and this socket
+/// accepted it.
 #[pyfunction]
 #[pyo3(signature = (ws, data, opcode = 1))]
 fn ws_send(ws: usize, data: &[u8], opcode: c_int) -> PyResult<c_int> {
     let api = api()?;
     let ws = socket_ptr(ws)?;
+    let compress = current().is_some_and(|s| s.compress.get());
     if in_uv() {
         // SAFETY: ws is an open WebSocket (the caller's contract); uWS copies.
         return Ok(unsafe {
-            (api.uws.uws_ws_send)(SSL, ws, data.as_ptr().cast(), data.len(), opcode)
+            (api.uws.uws_ws_send_with_options)(
+                SSL,
+                ws,
+                data.as_ptr().cast(),
+                data.len(),
+                opcode,
+                compress,
+                true,
+            )
         });
     }
     let mut job = CorkedSend {
@@ -534,6 +548,7 @@ fn ws_send(ws: usize, data: &[u8], opcode: c_int) -> PyResult<c_int> {
         ws,
         data,
         opcode,
+        compress,
         status: 2,
     };
     // SAFETY: as above; the cork runs send_corked synchronously.
