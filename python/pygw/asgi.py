@@ -87,7 +87,7 @@ class GatewayASGI:
             port = int(bound[1]) if bound and bound[1] is not None else 0  # granian: a str
         except (TypeError, ValueError, IndexError):
             port = 0
-        if port > 0:
+        if bound and port > 0:
             self.gateway.node.port = port
             if bound[0]:
                 self.gateway.node.host = str(bound[0])
