@@ -528,6 +528,27 @@ class HTTPRequest:
         HTTP batch: when the batch ends). ``close`` adds ``Connection: close`` and closes
         after. Returns False, doing nothing, once answered, after an abort, or for a
         detached request."""
+    def stream(
+        self,
+        status: int,
+        first: bytes,
+        content_type: bytes | None = None,
+        headers: Iterable[tuple[str, str]] | None = None,
+        on_close: Callable[[], object] | None = None,
+    ) -> bool:
+        """Start a streamed answer: status, headers, Content-Type and ``first`` (not empty:
+        ValueError) as the first chunk of a chunked body, corked. The request is then the
+        stream (:meth:`write`, :meth:`end`, :meth:`buffered_amount`) and ``on_close()`` is
+        called once if the client goes away before :meth:`end`. False, doing nothing, once
+        answered, after an abort, or for a detached request."""
+    def write(self, data: bytes) -> int:
+        """One chunk of a streamed answer, corked (it leaves at once). 1: written; 0: part of
+        it waits in uWS's buffer (backpressure); 2: not streaming, or the client is gone."""
+    def end(self) -> bool:
+        """End a streamed answer (the last chunk); the connection stays open for further
+        requests. ``on_close`` is not called. False if not streaming or gone."""
+    def buffered_amount(self) -> int:
+        """Bytes of a streamed answer waiting in uWS's buffer (0 when not streaming)."""
     def __repr__(self) -> str: ...
 
 @final
@@ -599,6 +620,10 @@ def ws_close(ws: int) -> None:
 
 def ws_subscribe(ws: int, topic: bytes) -> bool: ...
 def ws_unsubscribe(ws: int, topic: bytes) -> bool: ...
+def stream_write_many(streams: Iterable[Any], data: bytes) -> int:
+    """Write ``data`` to every stream (streaming :class:`HTTPRequest`\\ s natively, anything
+    else through its ``write`` method); returns how many took it (result not 2)."""
+
 def ws_buffered_amount(ws: int) -> int:
     """Bytes queued in user space for the socket."""
 

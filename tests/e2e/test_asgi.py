@@ -144,3 +144,30 @@ async def test_mounted_adapter_serves_http_ws_and_cross_node_delivery(
             publication = await recv_type(wa, "message")
             assert publication["channel"] == "room:asgi"
             assert publication["data"] == data
+            # An SSE stream from the adapter gets what the uWS node's client publishes.
+            sse_url = f"{base}/sse/connect?channels=room:asgi&token={token_a}"
+            async with (
+                httpx.AsyncClient(timeout=10) as client,
+                client.stream("GET", sse_url) as r,
+            ):
+                assert r.status_code == 200
+                assert r.headers["content-type"] == "text/event-stream"
+                lines = r.aiter_lines()
+
+                async def next_frame(kind: str) -> dict[str, object]:
+                    async for line in lines:
+                        if line.startswith("data: "):
+                            frame: dict[str, object] = json.loads(line[6:])
+                            if frame["type"] == kind:
+                                return frame
+                    raise EOFError("the SSE stream ended")
+
+                assert (await asyncio.wait_for(next_frame("connected"), 10))["user_id"] == (
+                    "asgi-alice"
+                )
+                await asyncio.wait_for(next_frame("subscribed"), 10)
+                sse_data = {"text": "to SSE"}
+                frame = {"type": "publish", "channel": "room:asgi", "data": sse_data}
+                await wb.send(json.dumps(frame))
+                sse_message = await asyncio.wait_for(next_frame("message"), 10)
+                assert sse_message["data"] == sse_data

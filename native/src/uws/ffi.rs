@@ -67,6 +67,8 @@ pub struct ListenConfig {
 
 pub type MethodHandler = extern "C" fn(res: Ptr, req: Ptr, user_data: Ptr);
 pub type ResHandler = extern "C" fn(res: Ptr, user_data: Ptr);
+/// `onWritable`: `(res, write offset, user data) -> success`.
+pub type WritableHandler = extern "C" fn(res: Ptr, offset: u64, user_data: Ptr) -> bool;
 pub type DataHandler =
     extern "C" fn(res: Ptr, chunk: *const c_char, len: usize, is_end: bool, user_data: Ptr);
 pub type ListenHandler = extern "C" fn(listen_socket: Ptr, config: ListenConfig, user_data: Ptr);
@@ -168,6 +170,8 @@ symbols!(Uws {
     uws_res_write_status: fn(c_int, Ptr, *const c_char, usize);
     uws_res_write_header: fn(c_int, Ptr, *const c_char, usize, *const c_char, usize);
     uws_res_end: fn(c_int, Ptr, *const c_char, usize, bool);
+    uws_res_write: fn(c_int, Ptr, *const c_char, usize) -> bool;
+    uws_res_on_writable: fn(c_int, Ptr, WritableHandler, Ptr);
     uws_res_cork: fn(c_int, Ptr, ResHandler, Ptr);
     uws_res_on_aborted: fn(c_int, Ptr, ResHandler, Ptr);
     uws_res_on_data: fn(c_int, Ptr, DataHandler, Ptr);

@@ -50,6 +50,10 @@ class LocalConnections(Protocol):
 
     def describe(self, limit: int = 1000, user: str | None = None) -> dict[str, Any]: ...
 
+    async def open_stream(self, kind: str, **request: Any) -> Any:
+        """An SSE or NDJSON stream's answer (see :mod:`pygw.ws.streamopen`)."""
+        ...
+
 
 @dataclass(slots=True)
 class NodeInfo:

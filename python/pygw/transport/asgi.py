@@ -24,9 +24,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pygw.transport import sockets
-from pygw.transport.types import HTTPApp, HTTPRequest, Response, UpgradeRequest, WSApp
+from pygw.transport.types import (
+    HTTPApp,
+    HTTPRequest,
+    Response,
+    StreamResponse,
+    UpgradeRequest,
+    WSApp,
+)
 
-__all__ = ["ASGIServer", "ASGISocket", "route_path"]
+__all__ = ["ASGIServer", "ASGISocket", "ASGIStream", "route_path"]
 
 log = logging.getLogger("pygw.transport")
 
@@ -191,6 +198,63 @@ class ASGISocket:
             owner.ws = None
 
 
+class ASGIStream:
+    """A streamed HTTP answer (SSE, NDJSON): chunks queued by the gateway, handed to the ASGI
+    server as ``http.response.body`` messages with ``more_body`` by the request's task."""
+
+    __slots__ = ("_out", "_wakeup", "buffered", "ended", "gone")
+
+    def __init__(self) -> None:
+        self._out: deque[bytes] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self.buffered = 0
+        """Bytes queued and not yet handed to the ASGI server."""
+        self.ended = False
+        self.gone = False
+
+    # -- the transport's Stream -------------------------------------------------------------------
+    def write(self, data: bytes) -> int:
+        if self.ended or self.gone:
+            return SEND_DROPPED
+        self._out.append(data)
+        self.buffered += len(data)
+        self._wake()
+        return SEND_SUCCESS
+
+    def end(self) -> bool:
+        if self.ended or self.gone:
+            return False
+        self.ended = True
+        self._wake()
+        return True
+
+    def buffered_amount(self) -> int:
+        return self.buffered
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def pump(self, send: Send, disconnected: asyncio.Future[Any]) -> None:
+        """Hand the queued chunks to the server until the stream ends or the client leaves."""
+        out = self._out
+        loop = asyncio.get_running_loop()
+        while True:
+            while out:
+                data = out.popleft()
+                self.buffered -= len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            if self.ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            self._wakeup = loop.create_future()
+            await asyncio.wait([self._wakeup, disconnected], return_when=asyncio.FIRST_COMPLETED)
+            self._wakeup = None
+            if disconnected.done():
+                return
+
+
 ASGI_OPS = sockets.SocketOps(
     send=ASGISocket.send,
     end=ASGISocket.end,
@@ -239,6 +303,9 @@ class ASGIServer:
         subscribers = self.topics.get(topic)
         return len(subscribers) if subscribers else 0
 
+    def write_streams(self, streams: Any, data: bytes) -> int:
+        return sum(stream.write(data) != SEND_DROPPED for stream in streams)
+
     def leave(self, topic: bytes, sock: ASGISocket) -> None:
         subscribers = self.topics.get(topic)
         if subscribers is not None:
@@ -279,6 +346,9 @@ class ASGIServer:
                     "unhandled error in HTTP handler for %s %s", request.method, request.path
                 )
                 resp = self.http_app.error_response(request, 500, "Internal Server Error")
+        if isinstance(resp, StreamResponse) and resp.owner is not None:
+            await self._stream(resp, receive, send)
+            return
         try:
             headers = _header_list(resp)
         except (UnicodeEncodeError, AttributeError):
@@ -287,6 +357,36 @@ class ASGIServer:
             headers = _header_list(resp)
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": resp.body})
+
+    async def _stream(self, resp: StreamResponse, receive: Receive, send: Send) -> None:
+        """A streamed answer: status, headers and the first chunk, then the chunks the gateway
+        writes, until it ends the stream or the client disconnects."""
+        owner = resp.owner
+        assert owner is not None
+        stream = ASGIStream()
+        first = owner.first_chunk()
+        owner.attach(stream)  # nothing written meanwhile: no await in between
+        headers = [(b"content-type", resp.content_type)]
+        headers += [
+            (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in resp.headers or ()
+        ]
+        disconnected = asyncio.ensure_future(self._disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await stream.pump(send, disconnected)
+        except Exception as exc:  # servers raise their own "disconnected" errors
+            log.debug("stream write stopped: %r", exc)
+        finally:
+            disconnected.cancel()
+            if not stream.ended:
+                stream.gone = True
+                owner.closed()
+
+    @staticmethod
+    async def _disconnect(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the app's limit (the rest is not read)."""

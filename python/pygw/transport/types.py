@@ -22,6 +22,9 @@ __all__ = [
     "Response",
     "Server",
     "Socket",
+    "Stream",
+    "StreamOwner",
+    "StreamResponse",
     "UpgradeRequest",
     "WSApp",
 ]
@@ -34,6 +37,43 @@ class Response:
     content_type: bytes = b"application/json"
     headers: list[tuple[str, str]] | None = None
     close: bool = False
+
+
+class Stream(Protocol):
+    """A streamed HTTP answer in progress (SSE, NDJSON): the native ``HTTPRequest`` once its
+    ``stream()`` started, or the ASGI adapter's stream."""
+
+    def write(self, data: bytes) -> int:
+        """One chunk: 1 written, 0 part of it is buffered (backpressure), 2 the stream is gone."""
+
+    def end(self) -> bool:
+        """The last chunk (the connection stays open for further requests); the owner's
+        ``closed()`` is not called."""
+
+    def buffered_amount(self) -> int:
+        """Bytes written and not yet sent."""
+
+
+class StreamOwner(Protocol):
+    """What a :class:`StreamResponse` hands the transport: the stream's first bytes, then the
+    stream itself, and news of its end when the client went away first."""
+
+    def first_chunk(self) -> bytes:
+        """Everything to send with the status and headers (never empty)."""
+
+    def attach(self, stream: Stream) -> None:
+        """The answer started: write to ``stream`` from now on."""
+
+    def closed(self) -> None:
+        """The client went away (or the answer could not start); called once."""
+
+
+@dataclass(slots=True)
+class StreamResponse(Response):
+    """An answer whose body is streamed: the transport writes status and headers with
+    ``owner.first_chunk()``, then hands the stream to ``owner.attach``."""
+
+    owner: StreamOwner | None = None
 
 
 class HTTPApp(Protocol):
@@ -85,6 +125,10 @@ class Server(Protocol):
         """Deliver ``message`` to every local socket subscribed to ``topic``."""
 
     def num_subscribers(self, topic: bytes) -> int: ...
+
+    def write_streams(self, streams: Any, data: bytes) -> int:
+        """Write ``data`` to each of ``streams`` (an iterable of :class:`Stream`); returns how
+        many took it."""
 
     @property
     def in_uv(self) -> bool:

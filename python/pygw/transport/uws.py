@@ -40,6 +40,7 @@ from typing import Any
 
 from pygw._native import (
     UWSApp,
+    stream_write_many,
     ws_buffered_amount,
     ws_remote_address,
     ws_send,
@@ -49,7 +50,14 @@ from pygw._native import (
 from pygw._native import ws_close as ws_close_now
 from pygw._native import ws_end as _ws_end
 from pygw.transport import eager
-from pygw.transport.types import HTTPApp, HTTPRequest, Response, UpgradeRequest, WSApp
+from pygw.transport.types import (
+    HTTPApp,
+    HTTPRequest,
+    Response,
+    StreamResponse,
+    UpgradeRequest,
+    WSApp,
+)
 
 __all__ = [
     "COMPRESSION",
@@ -171,7 +179,27 @@ class UVBridge:
 
 
 def _respond(request: HTTPRequest, resp: Response) -> None:
+    if isinstance(resp, StreamResponse):
+        _start_stream(request, resp)
+        return
     request.respond(resp.status, resp.body, resp.content_type, resp.headers, resp.close)
+
+
+def _start_stream(request: HTTPRequest, resp: StreamResponse) -> None:
+    """Status, headers and the first chunk now; the request object is the stream from then on
+    (``write``, ``end``, ``buffered_amount``), and the owner hears of an abort once."""
+    owner = resp.owner
+    assert owner is not None
+    started = request.stream(
+        resp.status, owner.first_chunk(), resp.content_type, resp.headers, owner.closed
+    )
+    if started:
+        owner.attach(request)  # the request is the stream now
+        server = _server
+        if server is not None and not server.app.in_uv:
+            server.bridge.kick()
+    else:
+        owner.closed()
 
 
 @dataclass(slots=True)
@@ -312,6 +340,11 @@ class UWSServer:
     def num_subscribers(self, topic: bytes) -> int:
         return self.app.num_subscribers(topic)
 
+    def write_streams(self, streams: Any, data: bytes) -> int:
+        """Write one chunk to every stream in ``streams`` (natively, corked per stream: it
+        leaves at once, no loop iteration needed)."""
+        return stream_write_many(streams, data)
+
     # -- HTTP -----------------------------------------------------------------------------------
     def _on_request(self, request: HTTPRequest) -> None:
         """A complete request (body read natively). Runs the handler's first step now and
@@ -337,8 +370,10 @@ class UWSServer:
 
     def _finish(self, request: HTTPRequest, task: asyncio.Task[Response]) -> None:
         if request.aborted:
-            if not task.cancelled():
-                task.exception()  # mark retrieved
+            if not task.cancelled() and task.exception() is None:
+                resp = task.result()
+                if isinstance(resp, StreamResponse) and resp.owner is not None:
+                    resp.owner.closed()
             return
         try:
             resp = task.result()

@@ -15,7 +15,6 @@ from pygw.broker.publish import ChannelPublisher
 from pygw.core.codes import E_BAD_REQUEST, E_NOT_FOUND
 from pygw.core.errors import BadRequest, Forbidden, LimitReached, NotFound
 from pygw.core.tasks import BackgroundTasks
-from pygw.transport import sockets
 from pygw.ws.connection import Connection
 from pygw.ws.delivery import Delivery
 
@@ -114,6 +113,11 @@ class Subscriptions:
         channel = frame.channel
         if channel is None:
             raise BadRequest("Missing field: channel")
+        return self.check_channel(action, conn, channel)
+
+    def check_channel(self, action: str, conn: Connection, channel: str) -> str:
+        """``channel`` if ``conn`` may ``action`` it, else BadRequest (invalid name), NotFound
+        (unknown namespace) or Forbidden."""
         code = self.rules.check(action, channel, conn.user_id, conn.role)
         if code == 0:
             return channel
@@ -124,12 +128,21 @@ class Subscriptions:
         raise Forbidden(f"Permission denied: cannot {action} '{channel}'")
 
     def on_subscribe(self, conn: Connection, frame: ClientFrame) -> Awaitable[Any]:
-        return self.subscribe(conn, frame, self.check("subscribe", conn, frame))
+        channel = self.check("subscribe", conn, frame)
+        since = None
+        if frame.since_epoch is not None and frame.since_offset is not None:
+            since = (frame.since_epoch, frame.since_offset)
+        return self.subscribe(conn, channel, since)
 
-    async def subscribe(self, conn: Connection, frame: ClientFrame, channel: str) -> Any:
+    async def subscribe(
+        self, conn: Connection, channel: str, since: tuple[str, int] | None = None
+    ) -> Any:
+        """Subscribe ``conn`` (already checked) to ``channel``, first sending what it missed
+        after ``since`` (epoch, offset) if history holds all of it; the ``subscribed`` reply,
+        or None if the connection closed meanwhile. LimitReached past the per-connection cap."""
         already = conn.channels is not None and channel in conn.channels
         if already:
-            return await self._subscribe(conn, frame, channel, already)
+            return await self._subscribe(conn, channel, since, already)
         # Checked and counted before the first await: concurrent subscribes count too.
         cap = self.max_per_connection
         if cap and len(conn.channels or ()) + conn.subscribing >= cap:
@@ -139,20 +152,22 @@ class Subscriptions:
             )
         conn.subscribing += 1
         try:
-            return await self._subscribe(conn, frame, channel, already)
+            return await self._subscribe(conn, channel, since, already)
         finally:
             conn.subscribing -= 1
 
     async def _subscribe(
-        self, conn: Connection, frame: ClientFrame, channel: str, already: bool
+        self, conn: Connection, channel: str, since: tuple[str, int] | None, already: bool
     ) -> Any:
         broker = self.broker
         size, _ttl, presence = self.rules.options(channel)
         if not already:
             await self.acquire(channel)
+        since_offset = 0
         try:
-            if frame.since_epoch is not None and frame.since_offset is not None and size > 0:
-                rec = await broker.recover(channel, frame.since_epoch, frame.since_offset)
+            if since is not None and size > 0:
+                since_offset = since[1]
+                rec = await broker.recover(channel, since[0], since_offset)
                 recovered, epoch, top = rec.recovered, rec.epoch, rec.offset
                 # A partial or foreign history would be a silent gap: send nothing instead and
                 # let recovered=false tell the client to resynchronise.
@@ -170,8 +185,9 @@ class Subscriptions:
             return None
         # From here to the topic subscription nothing awaits, so nothing published meanwhile can
         # slip between the history we send and the live stream.
-        for envelope in missed:
-            conn.send_bytes(envelope)
+        # Recovered history has no gap: the missed publications are since+1 ... top.
+        for i, envelope in enumerate(missed, start=since_offset + 1):
+            conn.send_publication(channel, epoch, i, envelope)
         recent = self.delivery.recent.get(channel)
         if recent:
             known = self.delivery.positions.get(channel)
@@ -181,11 +197,11 @@ class Subscriptions:
                 recent.clear()
             for offset, envelope in recent:
                 if offset > top:
-                    conn.send_bytes(envelope)
+                    conn.send_publication(channel, epoch, offset, envelope)
                     top = offset
         self.delivery.seen(channel, epoch, top)
         if not already:
-            sockets.subscribe(conn.ws, channel.encode())
+            conn.subscribe_topic(channel.encode())
             if conn.channels is None:
                 conn.channels = set()
             conn.channels.add(channel)
@@ -209,7 +225,7 @@ class Subscriptions:
             raise BadRequest("Missing field: channel")
         if conn.channels is not None and channel in conn.channels:
             conn.channels.discard(channel)
-            sockets.unsubscribe(conn.ws, channel.encode())
+            conn.unsubscribe_topic(channel.encode())
             self.release(channel)
             if self.rules.options(channel)[2]:
                 self.tasks.spawn(self.broker.presence_leave(channel, self.client_id(conn)))

@@ -78,6 +78,11 @@ class Connection:
         self.last_seen = time.monotonic()
 
     @property
+    def welcome(self) -> str:
+        """The ``message`` of the ``connected`` frame."""
+        return "WebSocket connection established"
+
+    @property
     def open(self) -> bool:
         return self.ws is not None and not self.closing
 
@@ -88,6 +93,23 @@ class Connection:
             return False
         sockets.send(ws, data)
         return True
+
+    def send_publication(self, channel: str, epoch: str, offset: int, envelope: bytes) -> bool:
+        """Send one publication of ``channel`` (its envelope, encoded once for every subscriber),
+        outside a topic publish: recovery after a subscribe. Streams also label it with
+        ``epoch:offset``."""
+        return self.send_bytes(envelope)
+
+    def subscribe_topic(self, topic: bytes) -> None:
+        """Receive the transport's publications to ``topic`` from now on."""
+        sockets.subscribe(self.ws, topic)
+
+    def unsubscribe_topic(self, topic: bytes) -> None:
+        sockets.unsubscribe(self.ws, topic)
+
+    def buffered_amount(self) -> int:
+        """Bytes sent to this client and not yet written to its socket."""
+        return int(sockets.buffered_amount(self.ws))
 
     def send(self, message: dict[str, Any]) -> bool:
         return self.send_bytes(orjson.dumps(message))

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from pygw.core.codes import CLOSE_TRY_AGAIN
 from pygw.metrics import Metrics
-from pygw.transport import sockets
 from pygw.ws.connection import Connection
 from pygw.ws.registry import ConnectionRegistry
+from pygw.ws.streams import StreamTopics
 
 log = logging.getLogger("pygw.ws")
 
@@ -37,6 +37,8 @@ class TopicServer(Protocol):
     def publish(self, topic: bytes, message: bytes) -> bool: ...
 
     def num_subscribers(self, topic: bytes) -> int: ...
+
+    def write_streams(self, streams: Any, data: bytes) -> int: ...
 
     @property
     def in_uv(self) -> bool: ...
@@ -57,8 +59,10 @@ class Delivery:
         self.held: dict[str, list[tuple[int, bytes]]] = {}
         """Channels whose live publications wait while what was missed is fetched (see
         :mod:`pygw.ws.replay`)."""
+        self.streams = StreamTopics()
+        """SSE and NDJSON streams by topic: fed with the same envelopes as the uWS topics."""
         self._server: TopicServer | None = None
-        self._queued: list[tuple[bytes, bytes]] = []
+        self._queued: list[tuple[str, int, bytes]] = []
         self._delivered = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_queue: list[Connection] | None = None
@@ -67,6 +71,7 @@ class Delivery:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, server: TopicServer) -> None:
         self._server = server
+        self.streams.start(server)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def stop(self) -> None:
@@ -97,20 +102,30 @@ class Delivery:
         if server.in_uv:
             if not self._queued:
                 asyncio.get_running_loop().call_soon(self._flush_queued)
-            self._queued.append((topic, envelope))
+            self._queued.append((channel, offset, envelope))
         else:
-            server.publish(topic, envelope)
-        return server.num_subscribers(topic)
+            self._publish(channel, topic, offset, envelope)
+        return server.num_subscribers(topic) + self.streams.count(topic)
+
+    def _publish(self, channel: str, topic: bytes, offset: int, envelope: bytes) -> None:
+        """One publication to the uWS topic and, wrapped once per stream format, to the streams
+        subscribed to it (SSE events carry ``id: <epoch>:<offset>``)."""
+        self.server.publish(topic, envelope)
+        streams = self.streams
+        if topic in streams.topics:
+            known = self.positions.get(channel) if offset else None
+            event_id = b"%s:%d" % (known[0].encode(), offset) if known else None
+            streams.publish(topic, envelope, event_id)
 
     def _flush_queued(self) -> None:
         queued, self._queued = self._queued, []
-        publish = self.server.publish
-        for topic, envelope in queued:
-            publish(topic, envelope)
+        for channel, offset, envelope in queued:
+            self._publish(channel, channel.encode(), offset, envelope)
 
     def subscribers(self, channel: str) -> int:
-        """Local subscribers of ``channel`` right now."""
-        return self.server.num_subscribers(channel.encode())
+        """Local subscribers of ``channel`` right now (WebSockets and streams)."""
+        topic = channel.encode()
+        return self.server.num_subscribers(topic) + self.streams.count(topic)
 
     def keep_recent(self, channel: str) -> None:
         self.recent[channel] = deque(maxlen=RECENT)
@@ -174,12 +189,11 @@ class Delivery:
         queue = self._sweep_queue
         if queue is not None:
             limit = self.backpressure_limit
-            buffered = sockets.buffered_amount
             end = self._sweep_pos + SWEEP_BATCH
             for conn in queue[self._sweep_pos : end]:
                 if conn.ws is None or conn.closing:
                     continue
-                amount = buffered(conn.ws)
+                amount = conn.buffered_amount()
                 if amount > limit:
                     self.metrics.rate_limited["backpressure"] += 1
                     log.info("closing %r: %d bytes queued (limit %d)", conn, amount, limit)

@@ -27,7 +27,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from pygw._native import Claims, ClientFrame, ExpiredToken, RevokedToken, TokenError
@@ -45,7 +45,7 @@ from pygw.http.errors import HTTPError, closing_error_response, from_domain
 from pygw.limits import Limits
 from pygw.metrics import Metrics, close_code_label
 from pygw.store.base import ConnectionRecord, Storage
-from pygw.transport import eager, sockets
+from pygw.transport import eager
 from pygw.transport.types import Response, UpgradeRequest
 from pygw.ws.channels import ChannelRules, Subscriptions
 from pygw.ws.connection import Connection
@@ -56,6 +56,7 @@ from pygw.ws.messages import Handler, Messages, OriginalFrames
 from pygw.ws.origins import WebSocketOrigins
 from pygw.ws.registry import ConnectionRegistry
 from pygw.ws.replay import ChannelReplay
+from pygw.ws.streamopen import open_stream
 
 log = logging.getLogger("pygw.ws")
 
@@ -146,7 +147,14 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, server: TopicServer) -> None:
         self.delivery.start(server)
-        self.keepalive.start(server.publish)
+        streams = self.delivery.streams
+
+        def ping(topic: bytes, frame: bytes) -> None:
+            server.publish(topic, frame)
+            if topic in streams.topics:
+                streams.ping(topic, frame)
+
+        self.keepalive.start(ping)
         self.expiry.start()
 
     def stop(self) -> None:
@@ -208,33 +216,56 @@ class Hub:
     def describe(self, limit: int = 1000, user: str | None = None) -> dict[str, Any]:
         return self.registry.describe(limit, user)
 
+    async def open_stream(self, kind: str, **request: Any) -> Response:
+        """An SSE or NDJSON stream (:func:`pygw.ws.streamopen.open_stream`)."""
+        return await open_stream(self, kind, **request)
+
     # -- upgrade and open ----------------------------------------------------------------------
     async def upgrade(self, request: UpgradeRequest) -> Connection | Response | None:
+        return await self.admit(
+            request.path,
+            request.headers,
+            request.client_ip,
+            request.query.get("token", ""),
+            request.query.get("session_id"),
+        )
+
+    async def admit(
+        self,
+        path: str,
+        headers: dict[str, str],
+        client_ip: str,
+        token: str,
+        session_id: str | None,
+        make: Callable[..., Connection] = Connection,
+    ) -> Connection | Response:
+        """Whether a client may connect (WebSocket upgrades and HTTP streams alike): a
+        Response to refuse with (503 full or draining, 429 connect rate, 403 foreign Origin),
+        else the connection ``make(...)`` built, with ``refused`` set when its token or session
+        is not valid."""
         if self.registry.full or self.draining:
             self.metrics.connections_refused += 1
             why = "Server draining" if self.draining else "Connection limit reached"
             refusal = HTTPError(503, detail=why, headers=[("Retry-After", "1")])
-            return closing_error_response(refusal, request.path)
-        remote = self.client_address.resolve(request.headers, request.client_ip)
+            return closing_error_response(refusal, path)
+        remote = self.client_address.resolve(headers, client_ip)
         wait = await self.limits.ws_connect(remote)
         if wait:  # HTTP 429 with the envelope and Retry-After, no upgrade
-            return closing_error_response(from_domain(TooManyRequests(wait)), request.path)
-        headers = request.headers
+            return closing_error_response(from_domain(TooManyRequests(wait)), path)
         foreign = self.origins.refusal(headers.get("origin"), headers.get("host"))
         if foreign is not None:
-            return closing_error_response(HTTPError(403, detail=foreign), request.path)
-        token = request.query.get("token", "")
+            return closing_error_response(HTTPError(403, detail=foreign), path)
         try:
             claims = self.tokens.verify(token, cache=False)
         except TokenError:
             self.metrics.auth_failures += 1
-            return Connection(remote=remote, refused="Invalid token")
-        session_id = request.query.get("session_id") or claims.sid or ""
+            return make(remote=remote, refused="Invalid token")
+        session_id = session_id or claims.sid or ""
         if session_id != claims.sid:
             session = await self.storage.get_session(session_id) if session_id else None
             if session is None or session.user_id != claims.sub:
-                return Connection(remote=remote, refused="Session mismatch")
-        conn = Connection(
+                return make(remote=remote, refused="Session mismatch")
+        conn = make(
             user_id=claims.sub,
             role=sys.intern(claims.role),  # one string per role, not one per socket
             session_id=session_id,
@@ -261,14 +292,13 @@ class Hub:
         why = self.tokens.still_valid(conn.user_id, conn.jti, conn.gen, conn.exp, int(time.time()))
         if why is not None:
             conn.close(CLOSE_POLICY, why)
-        ws = conn.ws
-        sockets.subscribe(ws, ping_topic(conn.id))
-        sockets.subscribe(ws, user_channel(conn.user_id).encode())
+        conn.subscribe_topic(ping_topic(conn.id))
+        conn.subscribe_topic(user_channel(conn.user_id).encode())
         settings = self.settings
         conn.send(
             {
                 "type": "connected",
-                "message": "WebSocket connection established",
+                "message": conn.welcome,
                 "user_id": conn.user_id,
                 "session_id": conn.session_id,
                 "gateway_id": self.node_id,

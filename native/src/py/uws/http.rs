@@ -2,7 +2,9 @@
 
 use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
@@ -11,10 +13,10 @@ use super::{
     current, extract_headers, guard, out_slice, plain_error, slice, Deferred, HttpConfig, Inflight,
     Link, Reply, Server, JSON,
 };
-use crate::uws::ffi::{Ptr, Uws, SSL};
+use crate::uws::ffi::{Api, Ptr, Uws, SSL};
 use crate::uws::http::{
     body_plan, has_prefix, hostless_head, latin1, method_upper, plain_error_body, raw_response,
-    split_url, stuck_head, Body, BodyPlan, Framing, HeaderList,
+    split_url, status_line, stuck_head, Body, BodyPlan, Framing, HeaderList,
 };
 use crate::uws::slab::Key;
 
@@ -88,6 +90,149 @@ impl HttpRequest {
             self.finish(status, &plain_error_body(status, error), JSON, &[], true);
         }
     }
+}
+
+impl HttpRequest {
+    /// See `write()`.
+    pub(super) fn write_chunk(&self, data: &[u8]) -> u8 {
+        let (Some(server), Some(res)) = (self.link.server(), self.link.streaming()) else {
+            return SEND_DROPPED;
+        };
+        if data.is_empty() {
+            return SEND_SUCCESS; // an empty chunk would end the body
+        }
+        let api = server.api;
+        let job: (&Api, &[u8]) = (api, data);
+        // SAFETY: res is live and streaming; the job outlives the synchronous cork.
+        unsafe {
+            (api.uws.uws_res_cork)(
+                SSL,
+                res,
+                write_chunk_corked,
+                ptr::from_ref(&job).cast_mut().cast(),
+            );
+            if buffered(api, res) == 0 {
+                SEND_SUCCESS
+            } else {
+                SEND_BACKPRESSURE
+            }
+        }
+    }
+}
+
+const SEND_BACKPRESSURE: u8 = 0;
+const SEND_SUCCESS: u8 = 1;
+const SEND_DROPPED: u8 = 2;
+
+/// The first part of a streamed answer.
+struct StreamHead<'a> {
+    status: i64,
+    content_type: &'a [u8],
+    headers: &'a [(Vec<u8>, Vec<u8>)],
+    first: &'a [u8],
+}
+
+extern "C" fn write_head_corked(res: Ptr, user_data: Ptr) {
+    guard("stream start", || {
+        // SAFETY: user_data is the `(api, head)` pair of `stream()`, alive
+        // for the (synchronous) cork; res is its live response.
+        unsafe {
+            let (api, head) = *user_data.cast::<(&Api, &StreamHead<'_>)>();
+            let uws = &api.uws;
+            let status = status_line(head.status);
+            (uws.uws_res_write_status)(SSL, res, status.as_ptr().cast(), status.len());
+            for (name, value) in head.headers {
+                (uws.uws_res_write_header)(
+                    SSL,
+                    res,
+                    name.as_ptr().cast(),
+                    name.len(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                );
+            }
+            (uws.uws_res_write_header)(
+                SSL,
+                res,
+                c"Content-Type".as_ptr(),
+                12,
+                head.content_type.as_ptr().cast(),
+                head.content_type.len(),
+            );
+            // The first write adds `Transfer-Encoding: chunked`.
+            (uws.uws_res_write)(SSL, res, head.first.as_ptr().cast(), head.first.len());
+        }
+    });
+}
+
+extern "C" fn write_chunk_corked(res: Ptr, user_data: Ptr) {
+    guard("stream write", || {
+        // SAFETY: user_data is the `(api, data)` pair of `write_chunk`.
+        unsafe {
+            let (api, data) = *user_data.cast::<(&Api, &[u8])>();
+            (api.uws.uws_res_write)(SSL, res, data.as_ptr().cast(), data.len());
+        }
+    });
+}
+
+extern "C" fn end_corked(res: Ptr, user_data: Ptr) {
+    guard("stream end", || {
+        // SAFETY: user_data is the `&Api` of `end()`.
+        unsafe {
+            let api = &*user_data.cast::<Api>();
+            (api.uws.uws_res_end)(SSL, res, c"".as_ptr(), 0, false);
+        }
+    });
+}
+
+extern "C" fn drain_nothing(_res: Ptr, _user_data: Ptr) {}
+
+/// A streamed answer's socket is writable again. With an `onWritable`
+/// handler set, uWS leaves draining its buffer to the handler (and does not
+/// arm its 10 s idle timeout, which would cut a quiet stream); an empty cork
+/// drains it: uncorking writes what is buffered. No Python here.
+extern "C" fn on_writable(res: Ptr, _offset: u64, _user_data: Ptr) -> bool {
+    if let Some(api) = crate::uws::ffi::api() {
+        // SAFETY: res is the live response of this callback.
+        unsafe { (api.uws.uws_res_cork)(SSL, res, drain_nothing, ptr::null_mut()) };
+    }
+    true
+}
+
+/// Bytes waiting in uWS's buffer of the connection of `res`. There is no
+/// `uws_res_*` getter; uWS's `getBufferedAmount` is `AsyncSocket`'s, shared
+/// by HTTP and WebSocket sockets (both socket extensions start with its
+/// `AsyncSocketData`), and `uws_ws_get_buffered_amount` is that call on a
+/// socket pointer, which a `uws_res_t *` is.
+///
+/// # Safety
+/// `res` must be a live response.
+unsafe fn buffered(api: &Api, res: Ptr) -> u32 {
+    (api.uws.uws_ws_get_buffered_amount)(SSL, res)
+}
+
+/// Writes `data` to every stream in `streams` (`HTTPRequest`s natively,
+/// anything else through its `write` method); returns how many took it.
+#[pyfunction]
+pub(super) fn stream_write_many(
+    streams: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyBytes>,
+) -> PyResult<usize> {
+    let bytes = data.as_bytes();
+    let mut count = 0;
+    for item in streams.try_iter()? {
+        let item = item?;
+        let sent = if let Ok(request) = item.cast::<HttpRequest>() {
+            request.borrow().write_chunk(bytes)
+        } else {
+            item.call_method1(intern!(item.py(), "write"), (data,))?
+                .extract::<u8>()?
+        };
+        if sent != SEND_DROPPED {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// Writes `bytes` straight to the socket (uWS's own parser errors do the
@@ -208,6 +353,92 @@ impl HttpRequest {
         }
         let content_type = content_type.map_or(JSON, |c| c.as_bytes());
         Ok(this.finish(status, body.as_bytes(), content_type, &headers, close))
+    }
+
+    /// Starts a streamed answer: status, headers and the first chunk of a
+    /// chunked body (`first`, not empty: an empty chunk would end the body),
+    /// corked. The exchange stays open for `write()` until `end()`;
+    /// `on_close()` is called once if the client goes away first. False (and
+    /// nothing written) once answered, after an abort, or when detached.
+    #[pyo3(signature = (status, first, content_type = None, headers = None, on_close = None))]
+    fn stream(
+        &self,
+        status: i64,
+        first: &[u8],
+        content_type: Option<&[u8]>,
+        headers: Option<&Bound<'_, PyAny>>,
+        on_close: Option<Py<PyAny>>,
+    ) -> PyResult<bool> {
+        if first.is_empty() {
+            return Err(PyValueError::new_err(
+                "the first chunk of a stream cannot be empty",
+            ));
+        }
+        let headers = extract_headers(headers)?;
+        let (Some(server), Some(key)) = (self.link.server(), self.link.key()) else {
+            return Ok(false);
+        };
+        let Some(res) = self.link.begin_stream() else {
+            return Ok(false);
+        };
+        if let Some(entry) = server.requests.borrow_mut().get_mut(key) {
+            entry.on_close = on_close;
+        }
+        let head = StreamHead {
+            status,
+            content_type: content_type.unwrap_or(JSON),
+            headers: &headers,
+            first,
+        };
+        let api = server.api;
+        let job: (&Api, &StreamHead<'_>) = (api, &head);
+        // SAFETY: res is live (an abort would have cleared it) and unanswered;
+        // the job outlives the synchronous cork.
+        unsafe {
+            (api.uws.uws_res_cork)(
+                SSL,
+                res,
+                write_head_corked,
+                ptr::from_ref(&job).cast_mut().cast(),
+            );
+            (api.uws.uws_res_on_writable)(SSL, res, on_writable, ptr::null_mut());
+        }
+        Ok(true)
+    }
+
+    /// Writes one chunk of a streamed answer (corked). 1: written, 0: part
+    /// of it waits in uWS's buffer (backpressure), 2: the stream is gone.
+    fn write(&self, data: &[u8]) -> u8 {
+        self.write_chunk(data)
+    }
+
+    /// Ends a streamed answer (the last chunk). The connection stays open for
+    /// further requests: uWS's `end(close)` would write a `Connection: close`
+    /// header after the chunked body, corrupting it. False if it was not
+    /// streaming or is gone; its `on_close` is not called.
+    fn end(&self) -> bool {
+        let Some(server) = self.link.server() else {
+            return false;
+        };
+        let Some(res) = self.link.finish_stream() else {
+            return false;
+        };
+        let api = server.api;
+        // SAFETY: res is live and streaming (claimed once); api outlives the cork.
+        unsafe {
+            (api.uws.uws_res_cork)(SSL, res, end_corked, ptr::from_ref(api).cast_mut().cast());
+        }
+        forget(server, &self.link);
+        true
+    }
+
+    /// Bytes of a streamed answer waiting in uWS's buffer (0 when gone).
+    fn buffered_amount(&self) -> u32 {
+        match (self.link.server(), self.link.streaming()) {
+            // SAFETY: res is live; see `buffered`.
+            (Some(server), Some(res)) => unsafe { buffered(server.api, res) },
+            _ => 0,
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -613,6 +844,7 @@ unsafe fn request(py: Python<'_>, server: &'static Server, res: Ptr, req: Ptr) {
         socket: res as usize,
         body: None,
         immediate,
+        on_close: None,
     });
     request.borrow().link.set_key(key);
     (uws.uws_res_on_aborted)(SSL, res, on_aborted, key as usize as Ptr);
@@ -745,6 +977,11 @@ extern "C" fn on_aborted(_res: Ptr, user_data: Ptr) {
             if let Some(entry) = removed {
                 if let Ok(request) = entry.request.bind(py).try_borrow() {
                     request.link.abort();
+                }
+                if let Some(on_close) = entry.on_close {
+                    if let Err(err) = on_close.call0(py) {
+                        server.report(py, "HTTP stream close handler", err);
+                    }
                 }
             }
         });

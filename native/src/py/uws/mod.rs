@@ -86,6 +86,9 @@ pub(crate) struct Inflight {
     /// Dispatch inside the uWS callback, not in the batch (the client asked
     /// to close: uWS only closes after answers written in its callback).
     immediate: bool,
+    /// A streamed response's `on_close()`, called once if the client goes
+    /// away before the stream is ended (`HTTPRequest.stream`).
+    on_close: Option<Py<PyAny>>,
 }
 
 /// An answer given while the batch runs, written when it ends.
@@ -613,11 +616,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UwsApp>()?;
     m.add_class::<HttpRequest>()?;
     m.add_class::<UpgradeRequest>()?;
+    m.add_function(wrap_pyfunction!(http::stream_write_many, m)?)?;
     ws::register(m)
 }
 
 const DONE: u8 = 1;
 const ABORTED: u8 = 2;
+/// Status and headers are written, the body is being streamed.
+const STREAMING: u8 = 4;
 
 /// Where an exchange (HTTP request or WebSocket upgrade) stands with uWS.
 /// Atomics only so that callbacks and methods can share `&self`.
@@ -671,11 +677,52 @@ impl Link {
     /// The right to answer: the response pointer, given out once.
     pub(crate) fn claim(&self) -> Option<Ptr> {
         let res = self.res.load(Ordering::Relaxed);
-        if res == 0 || self.flags.fetch_or(DONE, Ordering::Relaxed) != 0 {
+        let unanswered = self
+            .flags
+            .compare_exchange(0, DONE, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if res == 0 || !unanswered {
             return None;
         }
         self.res.store(0, Ordering::Relaxed);
         Some(res as Ptr)
+    }
+
+    /// The right to stream the answer: the response pointer, given out once;
+    /// it stays set (see [`Link::streaming`]) until [`Link::finish_stream`]
+    /// or an abort.
+    pub(crate) fn begin_stream(&self) -> Option<Ptr> {
+        let res = self.res.load(Ordering::Relaxed);
+        if res == 0
+            || self
+                .flags
+                .compare_exchange(0, STREAMING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        Some(res as Ptr)
+    }
+
+    /// The response of a stream still going (not ended, not aborted).
+    pub(crate) fn streaming(&self) -> Option<Ptr> {
+        let res = self.res.load(Ordering::Relaxed);
+        (res != 0 && self.flags.load(Ordering::Relaxed) == STREAMING).then_some(res as Ptr)
+    }
+
+    /// Ends the stream: the response pointer, given out once.
+    pub(crate) fn finish_stream(&self) -> Option<Ptr> {
+        let res = self.streaming()?;
+        self.flags.fetch_or(DONE, Ordering::Relaxed);
+        self.res.store(0, Ordering::Relaxed);
+        Some(res)
+    }
+
+    pub(crate) fn key(&self) -> Option<Key> {
+        match self.key.load(Ordering::Relaxed) {
+            0 => None,
+            key => Some(key),
+        }
     }
 
     pub(crate) fn set_key(&self, key: Key) {
@@ -811,4 +858,43 @@ pub(crate) fn extract_headers(
         out.push((encode(&name)?, encode(&value)?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_given_out_once_and_ends_once() {
+        let link = Link::detached();
+        link.res.store(0x1000, Ordering::Relaxed);
+        assert!(link.is_open());
+        assert_eq!(link.begin_stream(), Some(0x1000 as Ptr));
+        assert!(link.begin_stream().is_none(), "streamed once");
+        assert!(!link.is_open(), "respond() is refused while streaming");
+        assert!(link.claim().is_none());
+        assert_eq!(link.streaming(), Some(0x1000 as Ptr));
+        assert_eq!(link.finish_stream(), Some(0x1000 as Ptr));
+        assert!(link.streaming().is_none());
+        assert!(link.finish_stream().is_none(), "ended once");
+        assert!(link.done() && !link.aborted());
+    }
+
+    #[test]
+    fn an_aborted_stream_is_gone() {
+        let link = Link::detached();
+        link.res.store(0x2000, Ordering::Relaxed);
+        assert!(link.begin_stream().is_some());
+        link.abort();
+        assert!(link.streaming().is_none());
+        assert!(link.finish_stream().is_none());
+        assert!(link.aborted());
+        let answered = Link::detached();
+        answered.res.store(0x3000, Ordering::Relaxed);
+        assert!(answered.claim().is_some());
+        assert!(
+            answered.begin_stream().is_none(),
+            "an answered request cannot stream"
+        );
+    }
 }
