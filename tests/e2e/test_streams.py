@@ -333,3 +333,20 @@ def test_streams_deliver_across_nodes_on_redis(tmp_path: Path) -> None:
                 (f"{str(last_id).rsplit(':', 1)[0]}:{missed}", "while away")
             ]
             assert events[-1][1]["recovered"] is True
+
+
+def test_keepalive_reaches_streams(tmp_path: Path) -> None:
+    """``: ping`` comments on SSE streams and the ping frame on NDJSON ones, on the schedule."""
+    env = {"PYGW_PING_INTERVAL": "0.3"}
+    with (
+        GatewayProcess(env=env, log_path=tmp_path / "gw.log") as gw,
+        httpx.Client(base_url=gw.url, timeout=TIMEOUT) as http,
+    ):
+        a = new_account(http)
+        with sse_stream(http, a, "channels=") as r:
+            lines = r.iter_lines()
+            assert ": ping" in [next(lines) for _ in range(8)]
+        with http.stream("POST", "/stream/connect", headers=a.headers) as r:
+            nd = NDJSON(r)
+            assert nd.frame()["type"] == "connected"
+            assert nd.frame()["type"] == "ping"

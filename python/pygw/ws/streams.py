@@ -14,11 +14,13 @@ slow-reader cut-off act on it as on a WebSocket. What differs is how frames are 
 
 :class:`StreamTopics` is the streams' side of the topics a publication goes to: the hub's
 delivery hands it each envelope once, it wraps it once per format (one bytes object shared by
-every stream of the topic) and the transport writes that to each stream (natively for uWS).
+every stream of the topic) and the transport writes that to each stream (natively for uWS),
+right after the callback that published, a burst of publications in one write per stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -62,15 +64,28 @@ class StreamTopics:
         self.topics: dict[bytes, tuple[set[Any], set[Any]]] = {}
         """topic -> (SSE streams, NDJSON streams): the transport's stream objects."""
         self._writer: StreamWriter | None = None
+        self._pending: list[tuple[bytes, bytes, bytes | None]] = []
 
     def start(self, writer: StreamWriter) -> None:
         self._writer = writer
 
     def add(self, topic: bytes, kind: str, stream: Any) -> None:
+        if self._pending:
+            # What is pending was published before this stream subscribed (a subscribe sends
+            # it from the recent publications already): flush it to the others first.
+            self.flush()
         entry = self.topics.get(topic)
         if entry is None:
             entry = self.topics[topic] = (set(), set())
         entry[kind == NDJSON].add(stream)
+
+    def replace(self, topic: bytes, kind: str, old: Any, new: Any) -> None:
+        """``new`` takes ``old``'s place (what is pending goes to ``new``)."""
+        entry = self.topics.get(topic)
+        if entry is not None:
+            streams = entry[kind == NDJSON]
+            streams.discard(old)
+            streams.add(new)
 
     def remove(self, topic: bytes, kind: str, stream: Any) -> None:
         entry = self.topics.get(topic)
@@ -85,17 +100,36 @@ class StreamTopics:
         return len(entry[0]) + len(entry[1]) if entry is not None else 0
 
     def publish(self, topic: bytes, frame: bytes, event_id: bytes | None = None) -> int:
-        """``frame`` to every stream of ``topic``: wrapped once per format, written to each."""
-        entry = self.topics.get(topic)
-        if entry is None or self._writer is None:
-            return 0
-        sse, ndjson = entry
-        sent = 0
-        if sse:
-            sent += self._writer.write_streams(sse, sse_event(frame, event_id))
-        if ndjson:
-            sent += self._writer.write_streams(ndjson, frame + b"\n")
-        return sent
+        """``frame`` to every stream of ``topic``, written right after the current callback
+        together with the publications that follow it in the same loop iteration (see
+        :meth:`flush`); returns how many streams it goes to."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append((topic, frame, event_id))
+        return self.count(topic)
+
+    def flush(self) -> None:
+        """Write the pending publications: each run of consecutive ones to the same topic is
+        wrapped once per format and joined into one chunk written to each of its streams (one
+        write per stream for a burst, as uWS batches a burst of topic publishes per socket)."""
+        pending, self._pending = self._pending, []
+        writer = self._writer
+        if writer is None:
+            return
+        i = 0
+        while i < len(pending):
+            topic = pending[i][0]
+            j = i + 1
+            while j < len(pending) and pending[j][0] == topic:
+                j += 1
+            entry = self.topics.get(topic)
+            if entry is not None:
+                run = pending[i:j]
+                if entry[0]:
+                    writer.write_streams(entry[0], b"".join(sse_event(f, e) for _, f, e in run))
+                if entry[1]:
+                    writer.write_streams(entry[1], b"".join(f + b"\n" for _, f, _ in run))
+            i = j
 
     def ping(self, topic: bytes, frame: bytes) -> None:
         """A keep-alive round: ``: ping`` to SSE streams, the ping frame to NDJSON streams."""
@@ -246,8 +280,7 @@ class StreamConnection(Connection):
             return
         self.ws = stream
         for topic in self.topics:
-            self.stream_topics.remove(topic, self.kind, pending)
-            self.stream_topics.add(topic, self.kind, stream)
+            self.stream_topics.replace(topic, self.kind, pending, stream)
 
     def closed(self) -> None:
         """The client went away (or the answer never started)."""
