@@ -6,9 +6,11 @@ starts, so that everything up to the live stream leaves with the status line.
 
 Positions: ``since`` maps channels to (epoch, offset); an SSE ``Last-Event-ID: <epoch>:<offset>``
 names the position in the channel of the last event received, which is the channel whose epoch it
-is (epochs are random per channel stream). Every channel with history that was given a position
-and cannot be recovered from it gets ``{"type":"not_recovered",...}`` before its ``subscribed``
-frame (whose ``recovered`` is false), so a client never takes a gap for a quiet channel.
+is (epochs are random per channel stream): it is tried for every channel with history that has no
+position of its own (or an older one of that epoch), and recovers the one it belongs to. Every
+channel with history that was given a position and cannot be recovered from it gets
+``{"type":"not_recovered",...}`` before its ``subscribed`` frame (whose ``recovered`` is false),
+so a client never takes a gap for a quiet channel.
 """
 
 from __future__ import annotations
@@ -86,7 +88,12 @@ async def open_stream(
     positions = dict(since)
     if resume is not None:
         for channel in channels:
-            if channel not in positions and subscriptions.rules.options(channel)[0] > 0:
+            if subscriptions.rules.options(channel)[0] == 0:
+                continue
+            given = positions.get(channel)
+            # The id is newer than a position of the same epoch in the URL (EventSource
+            # reconnects with the URL it was opened with).
+            if given is None or (given[0] == resume[0] and given[1] < resume[1]):
                 positions[channel] = resume
     hub.on_open(conn)
     try:
