@@ -3,6 +3,7 @@ processes, read by real HTTP clients (httpx, a raw socket for the slow reader) o
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -350,3 +351,35 @@ def test_keepalive_reaches_streams(tmp_path: Path) -> None:
             nd = NDJSON(r)
             assert nd.frame()["type"] == "connected"
             assert nd.frame()["type"] == "ping"
+
+
+def test_drain_closes_streams_and_last_event_id_beats_a_stale_since(tmp_path: Path) -> None:
+    env = {"PYGW_API_KEYS": API_KEY, "PYGW_NAMESPACES": ENV["PYGW_NAMESPACES"]}
+    env["PYGW_DRAIN_SECONDS"] = "0.2"
+    gw = GatewayProcess(env=env, log_path=tmp_path / "gw.log").start()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=TIMEOUT) as http:
+            a = new_account(http)
+            channel = f"hist:{a.username}"
+            with sse_stream(http, a, f"channels={channel}") as r:
+                sse = SSE(r)
+                epoch = sse.until("subscribed")[-1][1]["epoch"]
+                first = publish(http, channel, 1)
+                publish(http, channel, 2)
+                last_id = [sse.event()[0] for _ in range(2)][-1]
+            publish(http, channel, 3)
+            # The URL still says "from the first"; the browser's id says "from the second".
+            stale = f"channels={channel}&since={channel}:{epoch}:{first}"
+            with sse_stream(http, a, stale, last_event_id=last_id) as r:
+                sse = SSE(r)
+                events = sse.until("subscribed")
+                assert [f["data"] for _, f in events if f["type"] == "message"] == [3]
+                gw.signal(signal.SIGTERM)
+                assert sse.event()[1] == {
+                    "type": "close",
+                    "code": 1001,
+                    "reason": "Server draining",
+                }
+        assert gw.wait(15) == 0
+    finally:
+        gw.stop()
