@@ -7,7 +7,7 @@ Rows, each R runs (median, range), the gateway on core 0, the clients on core 1,
 
 - ``ws``: N WebSocket subscribers (``pygw-loadgen fanout --via http``, 64 publishes in flight);
 - ``sse``: N ``GET /sse/connect`` streams held by a Python asyncio client in this process
-  (raw sockets that count events; 8 publishes in flight).
+  (raw sockets that count events; 64 publishes in flight, as for ``ws``).
 
 The Python SSE client is much slower than the Rust load generator, so deliveries/s of the ``sse``
 row is bounded by the client as well as the server; ``server us/delivery`` (the gateway's CPU
@@ -37,7 +37,8 @@ CHANNEL = "bench-sse"
 MARK = b'"type":"message"'
 STAMP = re.compile(rb'"t":(\d+)')
 CONNECT_CONCURRENCY = 500
-PUBLISH_WINDOW = 8
+PUBLISH_WINDOW = 64
+"""Publishes in flight, as the load generator's HTTP publisher has (64 keep-alive connections)."""
 SAMPLE_EVERY = 50
 
 

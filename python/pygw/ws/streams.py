@@ -226,8 +226,8 @@ class StreamConnection(Connection):
         return self.send(message)
 
     def subscribe_topic(self, topic: bytes) -> None:
-        if self.ws is None or topic in self.topics:
-            return
+        if self.ws is None or self.closing or topic in self.topics:
+            return  # closed: its topics were dropped already
         self.topics.add(topic)
         self.stream_topics.add(topic, self.kind, self.ws)
 
