@@ -336,6 +336,46 @@ def asgi(d: dict[str, Any]) -> str:
     headers, rows = asgi_rows(d["results"])
     return md(headers, rows)
 
+def sse(d: dict[str, Any]) -> str:
+    rows = []
+    for name, v in d["results"].items():
+        kind, n = name.split("/")
+        rows.append(
+            [
+                kind,
+                f"{int(n):,}",
+                rng(v["deliveries_per_s"]),
+                rng(v["server_us_per_delivery"], 2),
+                rng(v["p50_ms"], 1),
+                rng(v["p99_ms"], 1),
+                f"{v['lost']['max']:.0f}/{v['duplicates']['max']:.0f}",
+                rng(v["server_cpu_pct"]),
+                rng(v["client_cpu_pct"]),
+            ]
+        )
+    before, after = d.get("load_average_before"), d.get("load_average_after")
+    note = ""
+    if before and after:
+        la = [", ".join(f"{x:.2f}" for x in v) for v in (before, after)]
+        note = f"\n\nLoad average (1, 5, 15 min) before the run: {la[0]}; after: {la[1]}."
+    return (
+        md(
+            [
+                "subscribers",
+                "n",
+                "deliveries/s",
+                "server us/delivery",
+                "p50 ms",
+                "p99 ms",
+                "lost/dup (max)",
+                "server CPU %",
+                "client CPU %",
+            ],
+            rows,
+        )
+        + note
+    )
+
 
 def _deployment(p: dict[str, Any]) -> str:
     procs = int(p.get("processes", {}).get("median") or 1)
@@ -823,6 +863,8 @@ def section(name: str) -> str | None:
         body = fanout(d)
     elif name == "jwt_verify":
         body = jwt(d)
+    elif name == "sse":
+        body = sse(d)
     elif name == "peers":
         body = peers(d)
     elif name == "connections_storm":
@@ -881,6 +923,7 @@ NAMES = [
     "cluster",
     "jwt_verify",
     "k6_ramp",
+    "sse",
 ]
 
 
