@@ -267,6 +267,10 @@ def test_refusals_are_plain_http_errors(gw: GatewayProcess, http: httpx.Client) 
     staff = http.get(f"/sse/connect?channels=hist:ok,staff:room&token={a.token}")
     assert staff.status_code == 403
     assert staff.json()["error"] == "Permission denied: cannot subscribe 'staff:room'"
+    many = {"channels": [f"hist:{n}" for n in range(300)]}  # PYGW_WS_MAX_SUBSCRIPTIONS: 256
+    too_many = http.post("/stream/connect", headers=a.headers, json=many)
+    assert too_many.status_code == 429
+    assert too_many.json()["error"] == "Too many channels: 300 (at most 256 per connection)"
     body = http.post("/stream/connect", headers=a.headers, json={"channels": "hist:x"})
     assert body.status_code == 400 and '"channels" must be a list' in body.json()["error"]
     bad_id = http.get(

@@ -19,12 +19,9 @@ import functools
 from typing import Any
 
 from pygw.core.codes import CLOSE_GOING_AWAY
-from pygw.core.errors import BadRequest, Forbidden, Unauthenticated
+from pygw.core.errors import BadRequest, Forbidden, LimitReached, Unauthenticated
 from pygw.transport.types import Response, StreamResponse
 from pygw.ws.streams import CONTENT_TYPES, KINDS, STREAM_HEADERS, StreamConnection
-
-MAX_CHANNELS = 100
-"""Channels one stream may name."""
 
 
 def parse_last_event_id(value: str) -> tuple[str, int]:
@@ -64,14 +61,15 @@ async def open_stream(
     last_event_id: str | None = None,
 ) -> Response:
     """The stream's answer (a :class:`StreamResponse`) on ``hub`` (a :class:`pygw.ws.hub.Hub`),
-    or a refusal: raises Unauthenticated
-    (401), Forbidden (403), BadRequest (400), NotFound (404), or returns the 503/429 response of
-    :meth:`Hub.admit`."""
+    or a refusal: raises Unauthenticated (401), Forbidden (403), BadRequest (400), NotFound
+    (404), LimitReached (429: more channels than ``PYGW_WS_MAX_SUBSCRIPTIONS``), or returns the
+    503/429 response of :meth:`Hub.admit`."""
     if kind not in KINDS:
         raise ValueError(f"unknown stream kind {kind!r}")
     channels = list(dict.fromkeys(channels))
-    if len(channels) > MAX_CHANNELS:
-        raise BadRequest(f"Too many channels: {len(channels)} (at most {MAX_CHANNELS})")
+    cap = hub.subscriptions.max_per_connection  # PYGW_WS_MAX_SUBSCRIPTIONS, as for a WebSocket
+    if cap and len(channels) > cap:
+        raise LimitReached(f"Too many channels: {len(channels)} (at most {cap} per connection)")
     resume = parse_last_event_id(last_event_id) if last_event_id else None
     make = functools.partial(StreamConnection, kind, hub.delivery.streams, hub.on_close)
     admitted = await hub.admit(path, headers, client_ip, token, session_id, make)
