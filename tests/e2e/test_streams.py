@@ -331,8 +331,9 @@ def test_streams_deliver_across_nodes_on_redis(tmp_path: Path) -> None:
                 last_id, frame = sse.event()
                 assert (frame["data"], frame["offset"]) == ("from one", offset)
             missed = publish(http2, channel, "while away")
+            # A new EventSource (a new token) passes the last id in the query.
             b = login(http1, a.username)
-            with sse_stream(http1, b, f"channels={channel}", last_event_id=last_id) as r:
+            with sse_stream(http1, b, f"channels={channel}&last_event_id={last_id}") as r:
                 events = SSE(r).until("subscribed")
             assert [(i, f["data"]) for i, f in events if f["type"] == "message"] == [
                 (f"{str(last_id).rsplit(':', 1)[0]}:{missed}", "while away")

@@ -32,6 +32,11 @@ QUERY = (
     ("channels", "Channels to subscribe to, comma-separated (the user's own is always in)", False),
     ("since", "Positions to resume from: <channel>:<epoch>:<offset>, comma-separated", False),
     ("token", "The access token, when the client cannot send an Authorization header", False),
+    (
+        "last_event_id",
+        "SSE: the id of the last event received, for a new EventSource (Last-Event-ID wins)",
+        False,
+    ),
     ("session_id", "The session to attach to (default: the token's)", False),
 )
 
@@ -116,7 +121,7 @@ def _body_positions(raw: Any) -> dict[str, tuple[str, int]]:
     summary="HTTP streaming: channel publications and pushes as newline-delimited JSON",
     tags=TAGS,
     errors=ERRORS,
-    query=QUERY[:2],
+    query=QUERY[:2] + QUERY[4:],
     all_headers=True,
 )
 async def stream_connect(ctx: Context, svc: Services) -> Response:
