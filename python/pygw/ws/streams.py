@@ -146,18 +146,16 @@ class PendingStream:
     """Where a stream's frames go until the transport started the answer (the subscription and
     the recovery happen before it, so that refusals are plain HTTP errors)."""
 
-    __slots__ = ("chunks", "ended", "size")
+    __slots__ = ("chunks", "ended")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
-        self.size = 0
         self.ended = False
 
     def write(self, data: bytes) -> int:
         if self.ended:
             return SEND_DROPPED
         self.chunks.append(data)
-        self.size += len(data)
         return 1
 
     def end(self) -> bool:
@@ -165,7 +163,9 @@ class PendingStream:
         return True
 
     def buffered_amount(self) -> int:
-        return self.size
+        """0: what waits here waits for the answer to start (a long recovery), not for a slow
+        reader, so the backpressure cut-off does not apply yet."""
+        return 0
 
 
 class StreamConnection(Connection):
