@@ -341,9 +341,14 @@ def test_streams_deliver_across_nodes_on_redis(tmp_path: Path) -> None:
             assert events[-1][1]["recovered"] is True
 
 
-def test_keepalive_reaches_streams(tmp_path: Path) -> None:
-    """``: ping`` comments on SSE streams and the ping frame on NDJSON ones, on the schedule."""
-    env = {"PYGW_PING_INTERVAL": "0.3"}
+def test_keepalive_and_token_expiry_reach_streams(tmp_path: Path) -> None:
+    """``: ping`` comments on SSE streams and the ping frame on NDJSON ones, on the schedule;
+    the stream closes with 1008 "Token expired" when its token does (2.4 s here)."""
+    env = {
+        "PYGW_ADMIN_USERS": ADMIN,
+        "PYGW_PING_INTERVAL": "0.3",
+        "ACCESS_TOKEN_EXPIRE_MINUTES": "0.04",
+    }
     with (
         GatewayProcess(env=env, log_path=tmp_path / "gw.log") as gw,
         httpx.Client(base_url=gw.url, timeout=TIMEOUT) as http,
@@ -356,6 +361,10 @@ def test_keepalive_reaches_streams(tmp_path: Path) -> None:
             nd = NDJSON(r)
             assert nd.frame()["type"] == "connected"
             assert nd.frame()["type"] == "ping"
+            frames = nd.until("close")
+            assert frames[-1] == {"type": "close", "code": 1008, "reason": "Token expired"}
+            assert {f["type"] for f in frames[:-1]} <= {"ping"}
+        wait_closed(http, a.username)
 
 
 def test_drain_closes_streams_and_last_event_id_beats_a_stale_since(tmp_path: Path) -> None:
