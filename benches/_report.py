@@ -337,9 +337,22 @@ def asgi(d: dict[str, Any]) -> str:
     return md(headers, rows)
 
 def sse(d: dict[str, Any]) -> str:
-    rows = []
+    rows, mixed = [], []
     for name, v in d["results"].items():
         kind, n = name.split("/")
+        if kind == "mixed":
+            mixed.append(
+                [
+                    f"{int(n):,}",
+                    rng(v["deliveries_per_s"]),
+                    rng(v["server_us_per_delivery"], 2),
+                    rng(v["server_cpu_pct"]),
+                    rng(v["ws_deliveries_per_s"]),
+                    f"{v['ws_lost']['max']:.0f}/{v['ws_duplicates']['max']:.0f}",
+                    f"{v['sse_lost']['max']:.0f}/{v['sse_duplicates']['max']:.0f}",
+                ]
+            )
+            continue
         rows.append(
             [
                 kind,
@@ -372,6 +385,23 @@ def sse(d: dict[str, Any]) -> str:
                 "client CPU %",
             ],
             rows,
+        )
+        + (
+            "\n\nBoth at once (n WebSockets and n streams on one channel):\n\n"
+            + md(
+                [
+                    "n WS + n SSE",
+                    "deliveries/s (both)",
+                    "server us/delivery",
+                    "server CPU %",
+                    "WS deliveries/s",
+                    "WS lost/dup",
+                    "SSE lost/dup",
+                ],
+                mixed,
+            )
+            if mixed
+            else ""
         )
         + note
     )

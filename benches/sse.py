@@ -7,7 +7,10 @@ Rows, each R runs (median, range), the gateway on core 0, the clients on core 1,
 
 - ``ws``: N WebSocket subscribers (``pygw-loadgen fanout --via http``, 64 publishes in flight);
 - ``sse``: N ``GET /sse/connect`` streams held by a Python asyncio client in this process
-  (raw sockets that count events; 64 publishes in flight, as for ``ws``).
+  (raw sockets that count events; 64 publishes in flight, as for ``ws``);
+- ``mixed`` (``--mixed``): N streams and N WebSockets on one channel at once, the load generator
+  publishing (HTTP, 64 in flight) and measuring its WebSockets, this process counting what
+  reaches the streams; ``server us/delivery`` over both kinds.
 
 The Python SSE client is much slower than the Rust load generator, so deliveries/s of the ``sse``
 row is bounded by the client as well as the server; ``server us/delivery`` (the gateway's CPU
@@ -34,6 +37,8 @@ from benches import _harness as h
 from benches import _measure as m
 
 CHANNEL = "bench-sse"
+LOADGEN_CHANNEL = "loadgen"
+"""The channel ``pygw-loadgen fanout`` subscribes its WebSockets to and publishes on."""
 MARK = b'"type":"message"'
 STAMP = re.compile(rb'"t":(\d+)')
 CONNECT_CONCURRENCY = 500
@@ -82,6 +87,7 @@ class SSERun:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.count = 0
+        self.first = 0.0
         self.last = 0.0
         self.latencies: list[float] = []
         self.done = asyncio.get_running_loop().create_future()
@@ -89,31 +95,41 @@ class SSERun:
     def received(self, n: int) -> None:
         self.count += n
         self.last = time.monotonic()
+        if not self.first:
+            self.first = self.last
         if self.count >= self.expected and not self.done.done():
             self.done.set_result(None)
 
 
-async def _sse_fanout(port: int, pid: int, tokens: list[str], messages: int) -> dict[str, float]:
+async def _connect(
+    port: int, tokens: list[str], run: SSERun, channel: str, sample: bool = True
+) -> list[Subscriber]:
+    """One SSE stream per token on ``channel``, each subscribed when this returns."""
     loop = asyncio.get_running_loop()
-    run = SSERun(len(tokens) * messages)
     subs: list[Subscriber] = []
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    setup_start = time.monotonic()
 
     async def connect(i: int, token: str) -> None:
         async with gate:
             _, sub = await loop.create_connection(
-                lambda: Subscriber(run, i % SAMPLE_EVERY == 0), "127.0.0.1", port
+                lambda: Subscriber(run, sample and i % SAMPLE_EVERY == 0), "127.0.0.1", port
             )
             subs.append(sub)
             assert sub.transport is not None
             sub.transport.write(
-                f"GET /sse/connect?channels={CHANNEL}&token={token} HTTP/1.1\r\n"
+                f"GET /sse/connect?channels={channel}&token={token} HTTP/1.1\r\n"
                 "Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
             )
             await asyncio.wait_for(sub.ready, 60)
 
     await asyncio.gather(*(connect(i, t) for i, t in enumerate(tokens)))
+    return subs
+
+
+async def _sse_fanout(port: int, pid: int, tokens: list[str], messages: int) -> dict[str, float]:
+    run = SSERun(len(tokens) * messages)
+    setup_start = time.monotonic()
+    subs = await _connect(port, tokens, run, CHANNEL)
     setup = time.monotonic() - setup_start
     pad = "x" * 60
     url = f"http://127.0.0.1:{port}/api/publish"
@@ -171,6 +187,49 @@ def sse_fanout(port: int, pid: int, tokens: list[str], messages: int) -> dict[st
     return asyncio.run(_sse_fanout(port, pid, tokens, messages))
 
 
+async def _mixed(
+    port: int, pid: int, tokens: list[str], creds: Path, messages: int
+) -> dict[str, float]:
+    """N SSE streams and N WebSockets on the load generator's channel at once: the load
+    generator publishes (HTTP, 64 in flight) and measures its WebSockets; this client counts
+    what reaches the streams. Deliveries/s and server CPU per delivery count both kinds over the
+    streams' first to last event."""
+    n = len(tokens)
+    run = SSERun(n * messages)
+    subs = await _connect(port, tokens, run, LOADGEN_CHANNEL, sample=False)
+    loop = asyncio.get_running_loop()
+    with h.CPUSampler([pid]) as cpu:
+        ws = await loop.run_in_executor(None, ws_fanout, port, pid, creds, n, messages)
+        with contextlib.suppress(TimeoutError):  # counted as lost
+            await asyncio.wait_for(run.done, 60)
+    # From the first publication reaching a stream to the last: the publish phase, when each
+    # publication goes to both kinds (the load generator's connects and closes are outside).
+    start, end = run.first, run.last
+    for sub in subs:
+        if sub.transport is not None:
+            sub.transport.close()
+    await asyncio.sleep(1.0)
+    total = ws["deliveries"] + run.count
+    return {
+        "ws_deliveries_per_s": ws["deliveries_per_s"],
+        "ws_lost": ws["lost"],
+        "ws_duplicates": ws["duplicates"],
+        "ws_p50_ms": ws["p50_ms"],
+        "ws_p99_ms": ws["p99_ms"],
+        "sse_deliveries": float(run.count),
+        "sse_lost": float(max(0, run.expected - run.count)),
+        "sse_duplicates": float(max(0, run.count - run.expected)),
+        "deliveries_per_s": total / max(end - start, 1e-9),
+        "server_us_per_delivery": 1e6 * (cpu.at(end) - cpu.at(start)) / max(total, 1),
+        "server_cpu_pct": cpu.pct(start, end),
+        "foreign_cpu_pct_core0": ws.get("foreign_cpu_pct_core0", 0.0),
+    }
+
+
+def mixed(port: int, pid: int, tokens: list[str], creds: Path, messages: int) -> dict[str, float]:
+    return asyncio.run(_mixed(port, pid, tokens, creds, messages))
+
+
 def ws_fanout(port: int, pid: int, creds: Path, n: int, messages: int) -> dict[str, float]:
     r = m.fanout(
         [m.ws_url(port)],
@@ -186,11 +245,25 @@ def ws_fanout(port: int, pid: int, creds: Path, n: int, messages: int) -> dict[s
     return r
 
 
+MIXED_HEADERS = [
+    "n WS + n SSE",
+    "deliveries/s (both)",
+    "server us/delivery",
+    "server cpu %",
+    "WS deliveries/s",
+    "WS lost/dup",
+    "SSE lost/dup",
+]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benches sse", description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument(
+        "--mixed", action="store_true", help="also N WebSockets and N streams at once"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -214,6 +287,11 @@ def main(argv: list[str]) -> int:
         for n in sizes:
             record(f"ws/{n}", lambda n=n: ws_fanout(gw.port, pid, creds, n, args.messages))
             record(f"sse/{n}", lambda n=n: sse_fanout(gw.port, pid, tokens[:n], args.messages))
+            if args.mixed:
+                record(
+                    f"mixed/{n}",
+                    lambda n=n: mixed(gw.port, pid, tokens[:n], creds, args.messages),
+                )
     finally:
         gw.stop()
     load_after = os.getloadavg()
@@ -223,6 +301,8 @@ def main(argv: list[str]) -> int:
     rows = []
     for name, r in results.items():
         kind, n = name.split("/")
+        if kind == "mixed":
+            continue
         rows.append(
             [
                 kind,
@@ -252,6 +332,21 @@ def main(argv: list[str]) -> int:
             rows,
         )
     )
+    mixed_rows = [
+        [
+            f"{int(name.split('/')[1]):,}",
+            h.fmt_range(r["deliveries_per_s"]),
+            h.fmt_range(r["server_us_per_delivery"], 2),
+            h.fmt_range(r["server_cpu_pct"]),
+            h.fmt_range(r["ws_deliveries_per_s"]),
+            f"{r['ws_lost']['max']:.0f}/{r['ws_duplicates']['max']:.0f}",
+            f"{r['sse_lost']['max']:.0f}/{r['sse_duplicates']['max']:.0f}",
+        ]
+        for name, r in results.items()
+        if name.startswith("mixed/")
+    ]
+    if mixed_rows:
+        print(h.table(MIXED_HEADERS, mixed_rows))
     print(f"load average before {load_before}, after {load_after}")
     h.write_results(
         "sse",
