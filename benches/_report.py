@@ -344,10 +344,8 @@ def sse(d: dict[str, Any]) -> str:
             mixed.append(
                 [
                     f"{int(n):,}",
-                    rng(v["deliveries_per_s"]),
-                    rng(v["server_us_per_delivery"], 2),
-                    rng(v["server_cpu_pct"]),
                     rng(v["ws_deliveries_per_s"]),
+                    rng(v["sse_deliveries_per_s"]),
                     f"{v['ws_lost']['max']:.0f}/{v['ws_duplicates']['max']:.0f}",
                     f"{v['sse_lost']['max']:.0f}/{v['sse_duplicates']['max']:.0f}",
                 ]
@@ -391,10 +389,8 @@ def sse(d: dict[str, Any]) -> str:
             + md(
                 [
                     "n WS + n SSE",
-                    "deliveries/s (both)",
-                    "server us/delivery",
-                    "server CPU %",
                     "WS deliveries/s",
+                    "SSE deliveries/s",
                     "WS lost/dup",
                     "SSE lost/dup",
                 ],
