@@ -336,6 +336,7 @@ def asgi(d: dict[str, Any]) -> str:
     headers, rows = asgi_rows(d["results"])
     return md(headers, rows)
 
+
 def sse(d: dict[str, Any]) -> str:
     rows, mixed = [], []
     for name, v in d["results"].items():
