@@ -264,6 +264,11 @@ def test_refusals_are_plain_http_errors(gw: GatewayProcess, http: httpx.Client) 
     # EventSource cannot send headers; other programs must not put tokens in URLs.
     query_token = http.post(f"/stream/connect?token={a.token}")
     assert query_token.status_code == 401
+    # A page of another site cannot open a stream with a token it got hold of (as for /ws).
+    foreign = http.get(
+        f"/sse/connect?channels=hist:ok&token={a.token}", headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403, foreign.text
     staff = http.get(f"/sse/connect?channels=hist:ok,staff:room&token={a.token}")
     assert staff.status_code == 403
     assert staff.json()["error"] == "Permission denied: cannot subscribe 'staff:room'"

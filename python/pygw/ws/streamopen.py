@@ -19,7 +19,7 @@ import functools
 from typing import Any
 
 from pygw.core.codes import CLOSE_GOING_AWAY
-from pygw.core.errors import BadRequest, Forbidden, LimitReached, Unauthenticated
+from pygw.core.errors import BadRequest, LimitReached, Unauthenticated
 from pygw.transport.types import Response, StreamResponse
 from pygw.ws.streams import CONTENT_TYPES, KINDS, STREAM_HEADERS, StreamConnection
 
@@ -61,9 +61,9 @@ async def open_stream(
     last_event_id: str | None = None,
 ) -> Response:
     """The stream's answer (a :class:`StreamResponse`) on ``hub`` (a :class:`pygw.ws.hub.Hub`),
-    or a refusal: raises Unauthenticated (401), Forbidden (403), BadRequest (400), NotFound
-    (404), LimitReached (429: more channels than ``PYGW_WS_MAX_SUBSCRIPTIONS``), or returns the
-    503/429 response of :meth:`Hub.admit`."""
+    or a refusal: raises Unauthenticated (401), Forbidden (403: a channel), BadRequest (400),
+    NotFound (404), LimitReached (429: more channels than ``PYGW_WS_MAX_SUBSCRIPTIONS``), or
+    returns the response of :meth:`Hub.admit` (503, 429, 403 for a foreign Origin)."""
     if kind not in KINDS:
         raise ValueError(f"unknown stream kind {kind!r}")
     channels = list(dict.fromkeys(channels))
@@ -74,9 +74,7 @@ async def open_stream(
     make = functools.partial(StreamConnection, kind, hub.delivery.streams, hub.on_close)
     admitted = await hub.admit(path, headers, client_ip, token, session_id, make)
     if not isinstance(admitted, StreamConnection):
-        if admitted is None:
-            raise Forbidden("Origin not allowed")
-        return admitted
+        return admitted  # 503, 429, or 403 for a foreign Origin
     conn = admitted
     if conn.refused is not None:
         raise Unauthenticated(conn.refused)
