@@ -253,6 +253,84 @@ class CPUSampler:
         return round(100.0 * (self.at(end) - self.at(start)) / (end - start), 1)
 
 
+class GroupSampler:
+    """CPU seconds and RSS of named groups of processes (``{"nginx": [master, workers...]}``),
+    sampled every ``interval`` seconds in a thread, with every core's busy time: the average and
+    the busiest second of each group, and how many seconds it held a core (>= 95%)."""
+
+    SATURATED_PCT = 95.0
+
+    def __init__(self, groups: dict[str, Sequence[int]], interval: float = 1.0) -> None:
+        self.groups = {name: list(pids) for name, pids in groups.items()}
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, float], list[float]]] = []
+        self.peak_rss: dict[str, int] = dict.fromkeys(self.groups, 0)
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pids in self.groups.values():  # a process that exited keeps its last figure
+            for p in pids:
+                self._last[p] = max(self._last.get(p, 0.0), cpu_seconds(p))
+        cpu = {name: sum(self._last[p] for p in pids) for name, pids in self.groups.items()}
+        for name, pids in self.groups.items():
+            self.peak_rss[name] = max(self.peak_rss[name], sum(rss_bytes(p) for p in pids))
+        self.samples.append((time.monotonic(), cpu, core_busy_seconds()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> GroupSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def per_second(self, name: str) -> list[float]:
+        """CPU % of group ``name`` between consecutive samples."""
+        return [
+            100.0 * (b[1][name] - a[1][name]) / (b[0] - a[0])
+            for a, b in itertools.pairwise(self.samples)
+            if b[0] > a[0]
+        ]
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """Per group: ``cpu_pct_avg`` over the whole sampling, ``cpu_pct_1s_max``,
+        ``seconds_at_95pct_cpu``, ``peak_rss_mib``; ``cores``: each core's busy % on average and
+        its seconds >= 95% busy (every process on the machine, other people's included)."""
+        out: dict[str, dict[str, float]] = {}
+        if len(self.samples) < 2:
+            return out
+        (t0, first, c0), (t1, last, c1) = self.samples[0], self.samples[-1]
+        span = max(t1 - t0, 1e-9)
+        for name in self.groups:
+            per_s = self.per_second(name)
+            out[name] = {
+                "cpu_pct_avg": round(100.0 * (last[name] - first[name]) / span, 1),
+                "cpu_pct_1s_max": round(max(per_s, default=0.0), 1),
+                "seconds_at_95pct_cpu": sum(1 for v in per_s if v >= self.SATURATED_PCT),
+                "peak_rss_mib": round(self.peak_rss[name] / 2**20, 1),
+            }
+        for core, (x, y) in enumerate(zip(c0, c1, strict=False)):
+            busy = [
+                100.0 * (b[2][core] - a[2][core]) / (b[0] - a[0])
+                for a, b in itertools.pairwise(self.samples)
+                if b[0] > a[0]
+            ]
+            out[f"core{core}"] = {
+                "cpu_pct_avg": round(100.0 * (y - x) / span, 1),
+                "cpu_pct_1s_max": round(max(busy, default=0.0), 1),
+                "seconds_at_95pct_cpu": sum(1 for v in busy if v >= self.SATURATED_PCT),
+            }
+        return out
+
+
 def core_busy_seconds() -> list[float]:
     """Busy (non-idle, non-iowait) seconds of each core since boot, from /proc/stat."""
     out = []
@@ -448,6 +526,25 @@ def free_port() -> int:
 LOG_DIR = Path(tempfile.gettempdir()) / "pygw-bench-logs"
 
 
+REGISTER_MAX_WAITING = "10000"
+"""Registrations in flight from a benchmark (hundreds, cheap argon2) queue instead of getting
+429 beyond the production bound of 64 (``PYGW_REGISTER_MAX_WAITING``)."""
+
+
+def gateway_env(argon2: str = "fast", env: dict[str, str] | None = None) -> dict[str, str]:
+    """A benchmark gateway's environment: rate limits off (one client address), registrations
+    queued rather than refused, ``argon2`` fast or default, then ``env``."""
+    return {
+        "PYGW_API_KEYS": API_KEY,
+        "LOGGING_LEVEL": "WARNING",
+        "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+        "PYGW_REGISTER_MAX_WAITING": REGISTER_MAX_WAITING,
+        **RATE_LIMITS_OFF,
+        **(DEFAULT_ARGON2 if argon2 == "default" else FAST_ARGON2),
+        **(env or {}),
+    }
+
+
 def start_gateway(
     *,
     argon2: str = "fast",
@@ -462,15 +559,8 @@ def start_gateway(
     ``args`` are extra ``pygw serve`` arguments (``--workers K``: a supervisor forking K workers
     that inherit the pinning)."""
     LOG_DIR.mkdir(exist_ok=True)
-    full_env = {
-        "PYGW_API_KEYS": API_KEY,
-        "LOGGING_LEVEL": "WARNING",
-        "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
-        **RATE_LIMITS_OFF,
-        **(DEFAULT_ARGON2 if argon2 == "default" else FAST_ARGON2),
-        **(env or {}),
-    }
     log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+    full_env = gateway_env(argon2, env)
     gw = GatewayProcess(redis_url=redis_url, env=full_env, args=args, log_path=log_path)
     with pinned(cpus or GATEWAY_CPUS):
         gw.start(timeout=60)
