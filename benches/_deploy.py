@@ -118,12 +118,17 @@ def check_system_arguments(parser: argparse.ArgumentParser, args: argparse.Names
     args.backend = args.backend or ("redis" if args.behind_nginx else "memory")
 
 
-def describe(args: argparse.Namespace, servers: dict[str, list[int]]) -> dict[str, Any]:
-    """What a result records about the system it measured."""
-    return {
+def describe(
+    args: argparse.Namespace, servers: dict[str, list[int]] | None = None
+) -> dict[str, Any]:
+    """What a result records about the system it measured (with ``servers``: how many
+    processes each server had)."""
+    out: dict[str, Any] = {
         "behind_nginx": args.behind_nginx,
         "nodes": args.nodes,
         "backend": args.backend,
         "nginx_listen": NGINX_LISTEN if args.behind_nginx else None,
-        "processes": {name: len(pids) for name, pids in servers.items()},
     }
+    if servers is not None:
+        out["processes"] = {name: len(pids) for name, pids in servers.items()}
+    return out

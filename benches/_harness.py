@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pygw.core.rates import RATE_CLASSES
 
@@ -190,37 +190,45 @@ def ensure_loadgen() -> Path:
     return LOADGEN
 
 
-class CPUSampler:
-    """Samples utime+stime of some processes every ``interval`` seconds in a thread."""
+class _Periodic:
+    """Calls :meth:`_sample` every ``interval`` seconds in a thread while the ``with`` block
+    runs, and once more when it ends."""
 
-    def __init__(self, pids: Sequence[int], interval: float = 0.05) -> None:
-        self.pids = list(pids)
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-        self.core_samples: list[tuple[float, list[float]]] = []
-
-    def _read(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
+    def _sample(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = time.monotonic()
-            self.samples.append((now, self._read()))
-            self.core_samples.append((now, core_busy_seconds()))
+            self._sample()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> CPUSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
+
+
+class CPUSampler(_Periodic):
+    """Samples utime+stime of some processes every ``interval`` seconds in a thread."""
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.05) -> None:
+        super().__init__(interval)
+        self.pids = list(pids)
+        self.samples: list[tuple[float, float]] = []
+        self.core_samples: list[tuple[float, list[float]]] = []
+
+    def _sample(self) -> None:
         now = time.monotonic()
-        self.samples.append((now, self._read()))
+        self.samples.append((now, sum(cpu_seconds(pid) for pid in self.pids)))
         self.core_samples.append((now, core_busy_seconds()))
 
     def core_pct(self, start: float, end: float) -> list[float]:
@@ -253,7 +261,7 @@ class CPUSampler:
         return round(100.0 * (self.at(end) - self.at(start)) / (end - start), 1)
 
 
-class GroupSampler:
+class GroupSampler(_Periodic):
     """CPU seconds and RSS of named groups of processes (``{"nginx": [master, workers...]}``),
     sampled every ``interval`` seconds in a thread, with every core's busy time: the average and
     the busiest second of each group, and how many seconds it held a core (>= 95%)."""
@@ -261,13 +269,12 @@ class GroupSampler:
     SATURATED_PCT = 95.0
 
     def __init__(self, groups: dict[str, Sequence[int]], interval: float = 1.0) -> None:
+        super().__init__(interval)
         self.groups = {name: list(pids) for name, pids in groups.items()}
-        self.interval = interval
+        # (time, CPU seconds of each group, busy seconds of each core)
         self.samples: list[tuple[float, dict[str, float], list[float]]] = []
         self.peak_rss: dict[str, int] = dict.fromkeys(self.groups, 0)
         self._last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         for pids in self.groups.values():  # a process that exited keeps its last figure
@@ -278,56 +285,45 @@ class GroupSampler:
             self.peak_rss[name] = max(self.peak_rss[name], sum(rss_bytes(p) for p in pids))
         self.samples.append((time.monotonic(), cpu, core_busy_seconds()))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> GroupSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    def per_second(self, name: str) -> list[float]:
-        """CPU % of group ``name`` between consecutive samples."""
+    def _percents(self, seconds: Callable[[tuple[Any, ...]], float]) -> list[float]:
+        """% of a core between consecutive samples, of the busy seconds ``seconds(sample)``."""
         return [
-            100.0 * (b[1][name] - a[1][name]) / (b[0] - a[0])
+            100.0 * (seconds(b) - seconds(a)) / (b[0] - a[0])
             for a, b in itertools.pairwise(self.samples)
             if b[0] > a[0]
         ]
 
+    def per_second(self, name: str) -> list[float]:
+        """CPU % of group ``name`` between consecutive samples."""
+        return self._percents(lambda sample: sample[1][name])
+
+    def core_per_second(self, core: int) -> list[float]:
+        """Busy % of core ``core`` (every process on it) between consecutive samples."""
+        return self._percents(lambda sample: sample[2][core])
+
+    def _figures(self, per_s: list[float], first: float, last: float) -> dict[str, float]:
+        span = max(self.samples[-1][0] - self.samples[0][0], 1e-9)
+        return {
+            "cpu_pct_avg": round(100.0 * (last - first) / span, 1),
+            "cpu_pct_1s_max": round(max(per_s, default=0.0), 1),
+            "seconds_at_95pct_cpu": sum(1 for v in per_s if v >= self.SATURATED_PCT),
+        }
+
     def report(self) -> dict[str, dict[str, float]]:
         """Per group: ``cpu_pct_avg`` over the whole sampling, ``cpu_pct_1s_max``,
-        ``seconds_at_95pct_cpu``, ``peak_rss_mib``; ``cores``: each core's busy % on average and
-        its seconds >= 95% busy (every process on the machine, other people's included)."""
+        ``seconds_at_95pct_cpu``, ``peak_rss_mib``; ``core<N>``: each core's busy % likewise
+        (every process on the machine, other people's included)."""
         out: dict[str, dict[str, float]] = {}
         if len(self.samples) < 2:
             return out
-        (t0, first, c0), (t1, last, c1) = self.samples[0], self.samples[-1]
-        span = max(t1 - t0, 1e-9)
+        (_, first, c0), (_, last, c1) = self.samples[0], self.samples[-1]
         for name in self.groups:
-            per_s = self.per_second(name)
             out[name] = {
-                "cpu_pct_avg": round(100.0 * (last[name] - first[name]) / span, 1),
-                "cpu_pct_1s_max": round(max(per_s, default=0.0), 1),
-                "seconds_at_95pct_cpu": sum(1 for v in per_s if v >= self.SATURATED_PCT),
+                **self._figures(self.per_second(name), first[name], last[name]),
                 "peak_rss_mib": round(self.peak_rss[name] / 2**20, 1),
             }
         for core, (x, y) in enumerate(zip(c0, c1, strict=False)):
-            busy = [
-                100.0 * (b[2][core] - a[2][core]) / (b[0] - a[0])
-                for a, b in itertools.pairwise(self.samples)
-                if b[0] > a[0]
-            ]
-            out[f"core{core}"] = {
-                "cpu_pct_avg": round(100.0 * (y - x) / span, 1),
-                "cpu_pct_1s_max": round(max(busy, default=0.0), 1),
-                "seconds_at_95pct_cpu": sum(1 for v in busy if v >= self.SATURATED_PCT),
-            }
+            out[f"core{core}"] = self._figures(self.core_per_second(core), x, y)
         return out
 
 

@@ -151,8 +151,14 @@ def limits(d: dict[str, Any]) -> str:
 
 
 def lifecycle(d: dict[str, Any]) -> str:
+    """One row per phase; a run through nginx adds each server process's CPU % (``cpu_pct.*``:
+    over the whole phase invocation)."""
     r = d["results"]
     seed = d.get("seed", {})
+    procs = sorted(
+        {k.removeprefix("cpu_pct.") for p in r.values() for k in p if k.startswith("cpu_pct.")},
+        key=lambda n: (n != "nginx", n == "redis", n),
+    )
     rows = []
     for phase in (
         "register",
@@ -178,6 +184,7 @@ def lifecycle(d: dict[str, Any]) -> str:
                 rng(p["p99_ms"], 1),
                 f"{100 * p['success_rate']['median']:.1f}%",
                 rng(p.get("server_cpu_pct")),
+                *([" / ".join(rng(p.get(f"cpu_pct.{n}")) for n in procs)] if procs else []),
                 f"{s['throughput_per_s']:,.0f}/s, avg {s['avg_ms']:,.1f} ms" if s else "-",
             ]
         )
@@ -190,7 +197,8 @@ def lifecycle(d: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "success",
-            "gateway CPU %",
+            "servers' CPU %" if procs else "gateway CPU %",
+            *([f"CPU % {' / '.join(procs)}"] if procs else []),
             "seed (same phase)",
         ],
         rows,
@@ -668,6 +676,40 @@ def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
+def k6_deploy(d: dict[str, Any]) -> str:
+    """The ramp through nginx (``k6_deploy_ramp.json``) beside the one-process memory-backed
+    ramp (``k6_ramp.json``), then every process's CPU and RSS during the run."""
+    sysd = d.get("system", {})
+    label = (
+        f"nginx + {sysd.get('nodes')} nodes + {sysd.get('backend')}, git {d.get('git')}"
+        if sysd.get("behind_nginx")
+        else f"1 process, {sysd.get('backend')}, git {d.get('git')}"
+    )
+    runs = [(label, d)]
+    base = load("k6_ramp")
+    if base is not None and d.get("profile") == "ramp":
+        runs.append((f"1 process, memory, git {base.get('git')} (k6_ramp)", base))
+    rows = []
+    for name, p in d.get("processes_cpu", {}).items():
+        rss = p.get("peak_rss_mib")
+        rows.append(
+            [
+                name + (" (all processes on the core)" if name.startswith("core") else ""),
+                f"{p['cpu_pct_avg']:.0f}",
+                f"{p['cpu_pct_1s_max']:.0f}",
+                f"{p['seconds_at_95pct_cpu']:,}",
+                "-" if rss is None else f"{rss:,.0f}",
+            ]
+        )
+    load_avg = d.get("load_average_before"), d.get("load_average_after")
+    cpu = md(["process", "CPU % avg", "max 1 s", "seconds >= 95%", "peak RSS MiB"], rows)
+    return (
+        f"{k6(runs)}\n\nCPU (100 = one core) and memory during the run through nginx"
+        f" ({d.get('k6_wall_s')} s of k6; machine load average before / after:"
+        f" {load_avg[0]} / {load_avg[1]}):\n\n{cpu}"
+    )
+
+
 K6_PREVIOUS = {
     # results of the cffi transport (before the native uWS callbacks), kept for comparison
     "k6_ramp_run1_gogc100": "old transport (00a6217) run 1: GOGC=100, ping 25 s all at once",
@@ -720,7 +762,9 @@ def section(name: str) -> str | None:
     d = load(name)
     if d is None:
         return None
-    if name == "limits":
+    if name.startswith("k6_deploy"):
+        body = k6_deploy(d)
+    elif name == "limits":
         body = limits(d)
     elif name.startswith("lifecycle"):
         body = lifecycle(d)
@@ -779,6 +823,8 @@ NAMES = [
     "cluster",
     "jwt_verify",
     "k6_ramp",
+    "k6_deploy_ramp",
+    "lifecycle_deploy",
 ]
 
 

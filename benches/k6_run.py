@@ -198,6 +198,23 @@ def local_ips_args(peak: int) -> list[str]:
     return ["--local-ips", LOCAL_IPS] if 2 * peak > ephemeral_ports() else []
 
 
+def other_processes(sampler: h.GroupSampler, servers: dict[str, list[int]]) -> dict[str, Any]:
+    """What processes other than this run's took of each core (the machine is shared), each
+    second: the servers' core less the servers, the client core less k6; averages and the
+    seconds in which they took more than a quarter of the core."""
+    out: dict[str, Any] = {}
+    for core, mine in ((min(h.GATEWAY_CPUS), list(servers)), (min(h.CLIENT_CPUS), ["k6"])):
+        ours = [sum(v) for v in zip(*(sampler.per_second(n) for n in mine), strict=True)]
+        busy = sampler.core_per_second(core)
+        other = [max(0.0, b - o) for b, o in zip(busy, ours, strict=True)]
+        out[f"core{core}"] = {
+            "pct_avg": round(sum(other) / max(len(other), 1), 1),
+            "seconds_over_25pct": sum(1 for v in other if v > 25),
+            "per_second": [round(v) for v in other],
+        }
+    return out
+
+
 def gateway_figures(procs: dict[str, Any], per_second: dict[str, list[int]]) -> dict[str, Any]:
     """The one-process run's figures under the names earlier results used (benches/_report)."""
     gw, k6 = procs.get("gateway", {}), procs.get("k6", {})
@@ -319,6 +336,9 @@ def main(argv: list[str]) -> int:
         per_second = {
             name: [round(v) for v in sampler.per_second(name)] for name in ["k6", *servers]
         }
+        for core in sorted(h.GATEWAY_CPUS | h.CLIENT_CPUS):
+            per_second[f"core{core}"] = [round(v) for v in sampler.core_per_second(core)]
+        other = other_processes(sampler, servers)
         k6_procs = procs.get("k6", {})
         out = {
             **run_facts(args.profile, script, peak, session_s, interval_ms, code),
@@ -341,6 +361,7 @@ def main(argv: list[str]) -> int:
             "listen_overflows": h.listen_drops()["ListenOverflows"] - drops0,
             "k6_wall_s": round(t_end - t_start, 1),
             "processes_cpu": procs,
+            "other_processes_cpu": other,
             **(gateway_figures(procs, per_second) if plain else {}),
             "cpu_per_second": per_second,
             "metrics": summary_metrics(summary_path),
