@@ -449,6 +449,7 @@ def loadgen(
     args: Sequence[str],
     *,
     server_pids: Sequence[int] = (),
+    server_groups: dict[str, list[int]] | None = None,
     timeout: float = 300.0,
     warmup: float = 0.0,
     quiet_first: bool = True,
@@ -457,11 +458,15 @@ def loadgen(
 
     With ``server_pids``, adds ``server_cpu_pct``: the servers' CPU over the measured phase (from
     the generator's "connected"/"subscribed" line + warmup, for the phase's wall time; the whole
-    invocation for ``http``)."""
+    invocation for ``http``); with ``server_groups`` (``{name: pids}``) also
+    ``server_cpu_pct_by_process``, each group's CPU over the same window."""
     cmd = [*CLIENT_TASKSET, str(LOADGEN), mode, *args]
     report_quiet = wait_quiet() if quiet_first else None
     stderr_lines: list[tuple[float, str]] = []
-    with CPUSampler(server_pids) as sampler:
+    groups = {name: CPUSampler(pids) for name, pids in (server_groups or {}).items()}
+    with CPUSampler(server_pids) as sampler, contextlib.ExitStack() as stack:
+        for group in groups.values():
+            stack.enter_context(group)
         t0 = time.monotonic()
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
@@ -501,6 +506,7 @@ def loadgen(
         end = begin + run if marker is not None and run else t1
         end = min(end, t1)
         report["server_cpu_pct"] = sampler.pct(begin, end)
+        report["server_cpu_pct_by_process"] = {n: g.pct(begin, end) for n, g in groups.items()}
         report["server_cpu_pct_whole"] = sampler.pct(t0, t1)
         cores = sampler.core_pct(begin, end)
         report["core_busy_pct"] = cores

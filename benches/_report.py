@@ -159,6 +159,8 @@ def lifecycle(d: dict[str, Any]) -> str:
         {k.removeprefix("cpu_pct.") for p in r.values() for k in p if k.startswith("cpu_pct.")},
         key=lambda n: (n != "nginx", n == "redis", n),
     )
+    if len(procs) < 2:  # one gateway: its CPU is the servers' CPU column
+        procs = []
     rows = []
     for phase in (
         "register",

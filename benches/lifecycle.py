@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -85,50 +86,54 @@ def one_run(
             )
             return reg, log
 
-        with h.CPUSampler(pids) as sampler, h.GroupSampler(servers) as groups:
+        groups = {name: h.CPUSampler(group) for name, group in servers.items()}
+        with h.CPUSampler(pids) as sampler, contextlib.ExitStack() as stack:
+            for group in groups.values():
+                stack.enter_context(group)
             t0 = time.monotonic()
             reg, log = asyncio.run(auth())
             t1 = time.monotonic()
-        out["register"] = {**reg.summary(), **per_process(groups)}
-        out["login"] = {**log.summary(), **per_process(groups)}
-        out["register"]["server_cpu_pct"] = out["login"]["server_cpu_pct"] = sampler.pct(t0, t1)
+        cpu = {
+            "server_cpu_pct": sampler.pct(t0, t1),
+            **{f"cpu_pct.{name}": group.pct(t0, t1) for name, group in groups.items()},
+        }
+        core0 = sampler.core_pct(t0, t1)[min(h.GATEWAY_CPUS)]
+        cpu["foreign_cpu_pct_core0"] = round(max(0.0, core0 - cpu["server_cpu_pct"]), 1)
+        out["register"] = {**reg.summary(), **cpu}
+        out["login"] = {**log.summary(), **cpu}
         creds = c.write_creds(tmp / f"{prefix}creds.jsonl", c.creds_from_logins(log, prefix))
         n = sum(1 for _ in creds.open())
         url = f"http://127.0.0.1:{port}/sessions/update/{{sid}}"
 
-        def http_updates() -> dict[str, float]:
-            with h.GroupSampler(servers) as phase:
-                result = m.http_load(
-                    url,
-                    pids,
-                    conns=n,
-                    requests=n * messages,
-                    body='{"data":{"k":{id}}}',
-                    headers=["Authorization: Bearer {token}"],
-                    creds=creds,
-                )
-            return {**result, **per_process(phase)}
-
-        http = h.clean_run(http_updates)
+        http = h.clean_run(
+            lambda: m.http_load(
+                url,
+                pids,
+                conns=n,
+                requests=n * messages,
+                body='{"data":{"k":{id}}}',
+                headers=["Authorization: Bearer {token}"],
+                creds=creds,
+                groups=servers,
+            )
+        )
         http["throughput_per_s"] = http.pop("requests_per_s")
         out["http_updates"] = http
 
-        def ws_messages() -> dict[str, float]:
-            with h.GroupSampler(servers) as phase:
-                result = m.ws_rtt(
-                    port,
-                    pids,
-                    frame=m.UPDATE_API_KEY,
-                    expect="ack",
-                    creds=creds,
-                    conns=n,
-                    depth=1,
-                    duration=ws_seconds,
-                    warmup=0.5,
-                )
-            return {**result, **per_process(phase)}
-
-        ws = h.clean_run(ws_messages)
+        ws = h.clean_run(
+            lambda: m.ws_rtt(
+                port,
+                pids,
+                frame=m.UPDATE_API_KEY,
+                expect="ack",
+                creds=creds,
+                conns=n,
+                depth=1,
+                duration=ws_seconds,
+                warmup=0.5,
+                groups=servers,
+            )
+        )
         ws["throughput_per_s"] = ws.pop("round_trips_per_s")
         ws["requests"] = ws.pop("round_trips")
         out["ws_messages"] = ws
@@ -143,15 +148,6 @@ def one_run(
             "success_rate": ws["connected"] / n if n else 0.0,
         }
     return out
-
-
-def per_process(sampler: h.GroupSampler) -> dict[str, float]:
-    """``cpu_pct.<process>``: each server process's CPU % over the sampled phase (whole
-    invocation, connects included), for runs with several (nginx, nodes, Redis)."""
-    report = sampler.report()
-    return {
-        f"cpu_pct.{name}": report[name]["cpu_pct_avg"] for name in sampler.groups if name in report
-    }
 
 
 def default_params_login(sample: int, concurrency: int) -> dict[str, dict[str, float]]:
