@@ -22,7 +22,8 @@ Without ``--target``:
 4. stops the servers by PID and exits with k6's status (99 = a threshold failed).
 
 Results: ``benches/results/k6_<profile>.json`` for one memory-backed process,
-``k6_deploy_<profile>.json`` otherwise (``--json PATH`` to choose).
+``k6_deploy_<profile>.json`` through nginx, ``k6_redis_<profile>.json`` for one Redis-backed
+process (``--json PATH`` to choose).
 
 With ``--target URL``: runs ``k6 run -e BASE_URL=URL`` with the same bound; the script's
 ``setup()`` creates its accounts on that gateway (at most 20, shared by the VUs: what pygw's
@@ -181,8 +182,14 @@ def run_against(
     return code
 
 
-DEPLOY_RESULTS = "k6_deploy_{profile}"
-"""Results of a run not on one memory-backed process (``--behind-nginx``, ``--backend redis``)."""
+def results_name(args: argparse.Namespace) -> str:
+    """``k6_<profile>`` for one memory-backed process, ``k6_deploy_<profile>`` through nginx,
+    ``k6_redis_<profile>`` for one Redis-backed process."""
+    if args.behind_nginx:
+        return f"k6_deploy_{args.profile}"
+    return f"k6_{args.profile}" if args.backend == "memory" else f"k6_redis_{args.profile}"
+
+
 LOCAL_IPS = "127.0.0.1-127.0.0.16"
 
 
@@ -374,6 +381,5 @@ def main(argv: list[str]) -> int:
     for name in ("gw_msg_rtt", "gw_connect_time", "gw_errors"):
         print(name, json.dumps(out["metrics"][name]))
     if not args.no_results:
-        name = f"k6_{args.profile}" if plain else DEPLOY_RESULTS.format(profile=args.profile)
-        h.write_results(name, out, args.json, argv=argv, bench="k6_run")
+        h.write_results(results_name(args), out, args.json, argv=argv, bench="k6_run")
     return code

@@ -250,7 +250,7 @@ def main(argv: list[str]) -> int:
             rows,
         )
     )
-    name = "lifecycle" if plain else "lifecycle_deploy"
+    name = "lifecycle" + ("" if plain else "_deploy" if args.behind_nginx else f"_{args.backend}")
     h.write_results(
         name if args.users == 1000 else f"{name}_{args.users}",
         {
