@@ -703,6 +703,16 @@ def k6_deploy(d: dict[str, Any]) -> str:
                 "-" if rss is None else f"{rss:,.0f}",
             ]
         )
+    for core, p in d.get("other_processes_cpu", {}).items():
+        rows.append(
+            [
+                f"other processes on {core} (not this run's)",
+                f"{p['pct_avg']:.0f}",
+                f"{max(p['per_second'], default=0):.0f}",
+                f"{p['seconds_over_25pct']:,} over 25%",
+                "-",
+            ]
+        )
     load_avg = d.get("load_average_before"), d.get("load_average_after")
     cpu = md(["process", "CPU % avg", "max 1 s", "seconds >= 95%", "peak RSS MiB"], rows)
     return (
