@@ -836,7 +836,10 @@ NAMES = [
     "jwt_verify",
     "k6_ramp",
     "k6_deploy_ramp",
+    "k6_deploy_ramp_run2",
+    "k6_deploy_ramp_contended",
     "lifecycle_deploy",
+    "lifecycle_redis",
 ]
 
 
