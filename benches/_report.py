@@ -678,9 +678,10 @@ def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
-def k6_deploy(d: dict[str, Any]) -> str:
+def k6_deploy(d: dict[str, Any], beside: bool = True) -> str:
     """The ramp through nginx (``k6_deploy_ramp.json``) beside the one-process memory-backed
-    ramp (``k6_ramp.json``), then every process's CPU and RSS during the run."""
+    ramp (``k6_ramp_beside_deploy.json``, the same session's, else ``k6_ramp.json``), then every
+    process's CPU and RSS during the run (``beside=False``: without the one-process row)."""
     sysd = d.get("system", {})
     label = (
         f"nginx + {sysd.get('nodes')} nodes + {sysd.get('backend')}, git {d.get('git')}"
@@ -688,9 +689,13 @@ def k6_deploy(d: dict[str, Any]) -> str:
         else f"1 process, {sysd.get('backend')}, git {d.get('git')}"
     )
     runs = [(label, d)]
-    base = load("k6_ramp")
-    if base is not None and d.get("profile") == "ramp":
-        runs.append((f"1 process, memory, git {base.get('git')} (k6_ramp)", base))
+    for stem in ("k6_ramp_beside_deploy", "k6_ramp"):  # the same session's run, if there is one
+        base = load(stem)
+        if base is not None and beside and d.get("profile") == "ramp":
+            runs.append(
+                (f"1 process, memory, {base.get('date')}, git {base.get('git')} ({stem})", base)
+            )
+            break
     rows = []
     for name, p in d.get("processes_cpu", {}).items():
         rss = p.get("peak_rss_mib")
@@ -775,7 +780,7 @@ def section(name: str) -> str | None:
     if d is None:
         return None
     if name.startswith("k6_deploy"):
-        body = k6_deploy(d)
+        body = k6_deploy(d, beside=name == "k6_deploy_ramp")  # the earlier runs: no repeat
     elif name == "limits":
         body = limits(d)
     elif name.startswith("lifecycle"):
