@@ -12,7 +12,7 @@ CARGO  ?= cargo
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench clean swagger-ui js-deps test-js lint-js lint-deps lint-deploy peers-deps peers bench-peers
+.PHONY: all run install dev system-deps test test-deps browser-deps native test-rust test-py test-k6 k6 fuzz loadgen lint fmt bench bench-k6 clean swagger-ui js-deps test-js lint-js lint-deps lint-deploy peers-deps peers bench-peers
 
 all: dev
 
@@ -162,9 +162,15 @@ loadgen:
 	$(CARGO) build --release -q -p pygw-loadgen
 
 # All benchmarks (~25 min on 2 cores, the peers included): tables on stdout, JSON in
-# benches/results/. The k6 ramp (10k VUs, ~7 min) is separate: $(PY) -m benches k6_run --profile ramp
+# benches/results/. The k6 ramps (10k VUs, ~8 min each) are separate: `make bench-k6`.
 bench: dev k6 loadgen peers
 	$(PY) -m benches all
+
+# Seed 002's k6 ramp (0 -> 10k VUs, 2 min hold) against one memory-backed process, then through
+# nginx (docker/nginx.conf) on 2 Redis-backed nodes; each bounded (k6 is stopped after 900 s).
+bench-k6: dev k6 test-deps
+	timeout 1500 $(PY) -m benches k6_run --profile ramp
+	timeout 1500 $(PY) -m benches k6_run --profile ramp --behind-nginx --nodes 2 --backend redis
 
 # --- peer servers (benches/peers/, `python -m benches peers`) -------------------
 # Socket.IO 4.8 from npm; a Go server on Debian's Centrifuge package, built offline in GOPATH

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pygw.core.rates import RATE_CLASSES
 
@@ -190,37 +190,45 @@ def ensure_loadgen() -> Path:
     return LOADGEN
 
 
-class CPUSampler:
-    """Samples utime+stime of some processes every ``interval`` seconds in a thread."""
+class _Periodic:
+    """Calls :meth:`_sample` every ``interval`` seconds in a thread while the ``with`` block
+    runs, and once more when it ends."""
 
-    def __init__(self, pids: Sequence[int], interval: float = 0.05) -> None:
-        self.pids = list(pids)
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-        self.core_samples: list[tuple[float, list[float]]] = []
-
-    def _read(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
+    def _sample(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = time.monotonic()
-            self.samples.append((now, self._read()))
-            self.core_samples.append((now, core_busy_seconds()))
+            self._sample()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> CPUSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
+
+
+class CPUSampler(_Periodic):
+    """Samples utime+stime of some processes every ``interval`` seconds in a thread."""
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.05) -> None:
+        super().__init__(interval)
+        self.pids = list(pids)
+        self.samples: list[tuple[float, float]] = []
+        self.core_samples: list[tuple[float, list[float]]] = []
+
+    def _sample(self) -> None:
         now = time.monotonic()
-        self.samples.append((now, self._read()))
+        self.samples.append((now, sum(cpu_seconds(pid) for pid in self.pids)))
         self.core_samples.append((now, core_busy_seconds()))
 
     def core_pct(self, start: float, end: float) -> list[float]:
@@ -251,6 +259,72 @@ class CPUSampler:
         if end <= start:
             return 0.0
         return round(100.0 * (self.at(end) - self.at(start)) / (end - start), 1)
+
+
+class GroupSampler(_Periodic):
+    """CPU seconds and RSS of named groups of processes (``{"nginx": [master, workers...]}``),
+    sampled every ``interval`` seconds in a thread, with every core's busy time: the average and
+    the busiest second of each group, and how many seconds it held a core (>= 95%)."""
+
+    SATURATED_PCT = 95.0
+
+    def __init__(self, groups: dict[str, Sequence[int]], interval: float = 1.0) -> None:
+        super().__init__(interval)
+        self.groups = {name: list(pids) for name, pids in groups.items()}
+        # (time, CPU seconds of each group, busy seconds of each core)
+        self.samples: list[tuple[float, dict[str, float], list[float]]] = []
+        self.peak_rss: dict[str, int] = dict.fromkeys(self.groups, 0)
+        self._last: dict[int, float] = {}
+
+    def _sample(self) -> None:
+        for pids in self.groups.values():  # a process that exited keeps its last figure
+            for p in pids:
+                self._last[p] = max(self._last.get(p, 0.0), cpu_seconds(p))
+        cpu = {name: sum(self._last[p] for p in pids) for name, pids in self.groups.items()}
+        for name, pids in self.groups.items():
+            self.peak_rss[name] = max(self.peak_rss[name], sum(rss_bytes(p) for p in pids))
+        self.samples.append((time.monotonic(), cpu, core_busy_seconds()))
+
+    def _percents(self, seconds: Callable[[tuple[Any, ...]], float]) -> list[float]:
+        """% of a core between consecutive samples, of the busy seconds ``seconds(sample)``."""
+        return [
+            100.0 * (seconds(b) - seconds(a)) / (b[0] - a[0])
+            for a, b in itertools.pairwise(self.samples)
+            if b[0] > a[0]
+        ]
+
+    def per_second(self, name: str) -> list[float]:
+        """CPU % of group ``name`` between consecutive samples."""
+        return self._percents(lambda sample: sample[1][name])
+
+    def core_per_second(self, core: int) -> list[float]:
+        """Busy % of core ``core`` (every process on it) between consecutive samples."""
+        return self._percents(lambda sample: sample[2][core])
+
+    def _figures(self, per_s: list[float], first: float, last: float) -> dict[str, float]:
+        span = max(self.samples[-1][0] - self.samples[0][0], 1e-9)
+        return {
+            "cpu_pct_avg": round(100.0 * (last - first) / span, 1),
+            "cpu_pct_1s_max": round(max(per_s, default=0.0), 1),
+            "seconds_at_95pct_cpu": sum(1 for v in per_s if v >= self.SATURATED_PCT),
+        }
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """Per group: ``cpu_pct_avg`` over the whole sampling, ``cpu_pct_1s_max``,
+        ``seconds_at_95pct_cpu``, ``peak_rss_mib``; ``core<N>``: each core's busy % likewise
+        (every process on the machine, other people's included)."""
+        out: dict[str, dict[str, float]] = {}
+        if len(self.samples) < 2:
+            return out
+        (_, first, c0), (_, last, c1) = self.samples[0], self.samples[-1]
+        for name in self.groups:
+            out[name] = {
+                **self._figures(self.per_second(name), first[name], last[name]),
+                "peak_rss_mib": round(self.peak_rss[name] / 2**20, 1),
+            }
+        for core, (x, y) in enumerate(zip(c0, c1, strict=False)):
+            out[f"core{core}"] = self._figures(self.core_per_second(core), x, y)
+        return out
 
 
 def core_busy_seconds() -> list[float]:
@@ -375,6 +449,7 @@ def loadgen(
     args: Sequence[str],
     *,
     server_pids: Sequence[int] = (),
+    server_groups: dict[str, list[int]] | None = None,
     timeout: float = 300.0,
     warmup: float = 0.0,
     quiet_first: bool = True,
@@ -383,11 +458,15 @@ def loadgen(
 
     With ``server_pids``, adds ``server_cpu_pct``: the servers' CPU over the measured phase (from
     the generator's "connected"/"subscribed" line + warmup, for the phase's wall time; the whole
-    invocation for ``http``)."""
+    invocation for ``http``); with ``server_groups`` (``{name: pids}``) also
+    ``server_cpu_pct_by_process``, each group's CPU over the same window."""
     cmd = [*CLIENT_TASKSET, str(LOADGEN), mode, *args]
     report_quiet = wait_quiet() if quiet_first else None
     stderr_lines: list[tuple[float, str]] = []
-    with CPUSampler(server_pids) as sampler:
+    groups = {name: CPUSampler(pids) for name, pids in (server_groups or {}).items()}
+    with CPUSampler(server_pids) as sampler, contextlib.ExitStack() as stack:
+        for group in groups.values():
+            stack.enter_context(group)
         t0 = time.monotonic()
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
@@ -427,6 +506,7 @@ def loadgen(
         end = begin + run if marker is not None and run else t1
         end = min(end, t1)
         report["server_cpu_pct"] = sampler.pct(begin, end)
+        report["server_cpu_pct_by_process"] = {n: g.pct(begin, end) for n, g in groups.items()}
         report["server_cpu_pct_whole"] = sampler.pct(t0, t1)
         cores = sampler.core_pct(begin, end)
         report["core_busy_pct"] = cores
@@ -448,12 +528,19 @@ def free_port() -> int:
 LOG_DIR = Path(tempfile.gettempdir()) / "pygw-bench-logs"
 
 
-def gateway_settings(env: dict[str, str] | None = None, argon2: str = "fast") -> dict[str, str]:
-    """The benchmark gateways' settings (API key, rate limits off, argon2), then ``env``."""
+REGISTER_MAX_WAITING = "10000"
+"""Registrations in flight from a benchmark (hundreds, cheap argon2) queue instead of getting
+429 beyond the production bound of 64 (``PYGW_REGISTER_MAX_WAITING``)."""
+
+
+def gateway_env(argon2: str = "fast", env: dict[str, str] | None = None) -> dict[str, str]:
+    """A benchmark gateway's environment: rate limits off (one client address), registrations
+    queued rather than refused, ``argon2`` fast or default, then ``env``."""
     return {
         "PYGW_API_KEYS": API_KEY,
         "LOGGING_LEVEL": "WARNING",
         "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+        "PYGW_REGISTER_MAX_WAITING": REGISTER_MAX_WAITING,
         **RATE_LIMITS_OFF,
         **(DEFAULT_ARGON2 if argon2 == "default" else FAST_ARGON2),
         **(env or {}),
@@ -474,8 +561,8 @@ def start_gateway(
     ``args`` are extra ``pygw serve`` arguments (``--workers K``: a supervisor forking K workers
     that inherit the pinning)."""
     LOG_DIR.mkdir(exist_ok=True)
-    full_env = gateway_settings(env, argon2)
     log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+    full_env = gateway_env(argon2, env)
     gw = GatewayProcess(redis_url=redis_url, env=full_env, args=args, log_path=log_path)
     with pinned(cpus or GATEWAY_CPUS):
         gw.start(timeout=60)

@@ -23,10 +23,14 @@ def protocol_args(protocol: str) -> list[str]:
 
 
 def common(r: dict[str, Any]) -> dict[str, float]:
+    """The CPU figures of a :func:`benches._harness.loadgen` report; ``cpu_pct.<name>`` for
+    each server process group it sampled."""
+    by_process = r.get("server_cpu_pct_by_process", {})
     return {
         "server_cpu_pct": r.get("server_cpu_pct", 0.0),
         "client_cpu_pct": r.get("generator_during_run", {}).get("cpu_pct", 0.0),
         "foreign_cpu_pct_core0": r.get("foreign_cpu_pct_core0", 0.0),
+        **{f"cpu_pct.{name}": pct for name, pct in by_process.items()},
     }
 
 
@@ -44,9 +48,11 @@ def ws_rtt(
     extra: list[str] | None = None,
     url: str | None = None,
     protocol: str = "pygw",
+    groups: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
     """``ws-rtt`` against ``url`` (default: pygw's ``/ws/connect`` on ``port``), speaking
-    ``protocol`` (``pygw``, ``socketio``, ``centrifuge``: see ``pygw-loadgen --help``)."""
+    ``protocol`` (``pygw``, ``socketio``, ``centrifuge``: see ``pygw-loadgen --help``);
+    ``groups``: server processes by name, for per-process CPU (:func:`common`)."""
     url = url or ws_url(port, creds is not None)
     args = ["--url", url, "--conns", str(conns), "--depth", str(depth)]
     args += protocol_args(protocol)
@@ -55,7 +61,9 @@ def ws_rtt(
     if creds is not None:
         args += ["--creds", str(creds)]
     timeout = duration + warmup + 120
-    r = h.loadgen("ws-rtt", args, server_pids=pids, warmup=warmup, timeout=timeout)
+    r = h.loadgen(
+        "ws-rtt", args, server_pids=pids, server_groups=groups, warmup=warmup, timeout=timeout
+    )
     lat = r["latency"]
     rts = r["round_trips"]
     errors = r["errors"]
@@ -87,6 +95,7 @@ def http_load(
     headers: list[str] | None = None,
     creds: Path | None = None,
     warmup: float = 0.0,
+    groups: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
     args = ["--url", url, "--conns", str(conns), "--connect-concurrency", "500"]
     if requests is not None:
@@ -99,7 +108,7 @@ def http_load(
         args += ["--header", hd]
     if creds is not None:
         args += ["--creds", str(creds)]
-    r = h.loadgen("http", args, server_pids=pids, timeout=700)
+    r = h.loadgen("http", args, server_pids=pids, server_groups=groups, timeout=700)
     lat = r["latency"]
     n = r["requests"]
     ok = r["status_classes"]["2xx"]

@@ -151,8 +151,16 @@ def limits(d: dict[str, Any]) -> str:
 
 
 def lifecycle(d: dict[str, Any]) -> str:
+    """One row per phase; a run through nginx adds each server process's CPU % (``cpu_pct.*``:
+    over the whole phase invocation)."""
     r = d["results"]
     seed = d.get("seed", {})
+    procs = sorted(
+        {k.removeprefix("cpu_pct.") for p in r.values() for k in p if k.startswith("cpu_pct.")},
+        key=lambda n: (n != "nginx", n == "redis", n),
+    )
+    if len(procs) < 2:  # one gateway: its CPU is the servers' CPU column
+        procs = []
     rows = []
     for phase in (
         "register",
@@ -178,6 +186,7 @@ def lifecycle(d: dict[str, Any]) -> str:
                 rng(p["p99_ms"], 1),
                 f"{100 * p['success_rate']['median']:.1f}%",
                 rng(p.get("server_cpu_pct")),
+                *([" / ".join(rng(p.get(f"cpu_pct.{n}")) for n in procs)] if procs else []),
                 f"{s['throughput_per_s']:,.0f}/s, avg {s['avg_ms']:,.1f} ms" if s else "-",
             ]
         )
@@ -190,7 +199,8 @@ def lifecycle(d: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "success",
-            "gateway CPU %",
+            "servers' CPU %" if procs else "gateway CPU %",
+            *([f"CPU % {' / '.join(procs)}"] if procs else []),
             "seed (same phase)",
         ],
         rows,
@@ -830,6 +840,55 @@ def k6(runs: list[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
+def k6_deploy(d: dict[str, Any], beside: bool = True) -> str:
+    """The ramp through nginx (``k6_deploy_ramp.json``) beside the one-process memory-backed
+    ramp (``k6_ramp_beside_deploy.json``, the same session's, else ``k6_ramp.json``), then every
+    process's CPU and RSS during the run (``beside=False``: without the one-process row)."""
+    sysd = d.get("system", {})
+    label = (
+        f"nginx + {sysd.get('nodes')} nodes + {sysd.get('backend')}, git {d.get('git')}"
+        if sysd.get("behind_nginx")
+        else f"1 process, {sysd.get('backend')}, git {d.get('git')}"
+    )
+    runs = [(label, d)]
+    for stem in ("k6_ramp_beside_deploy", "k6_ramp"):  # the same session's run, if there is one
+        base = load(stem)
+        if base is not None and beside and d.get("profile") == "ramp":
+            runs.append(
+                (f"1 process, memory, {base.get('date')}, git {base.get('git')} ({stem})", base)
+            )
+            break
+    rows = []
+    for name, p in d.get("processes_cpu", {}).items():
+        rss = p.get("peak_rss_mib")
+        rows.append(
+            [
+                name + (" (all processes on the core)" if name.startswith("core") else ""),
+                f"{p['cpu_pct_avg']:.0f}",
+                f"{p['cpu_pct_1s_max']:.0f}",
+                f"{p['seconds_at_95pct_cpu']:,}",
+                "-" if rss is None else f"{rss:,.0f}",
+            ]
+        )
+    for core, p in d.get("other_processes_cpu", {}).items():
+        rows.append(
+            [
+                f"other processes on {core} (not this run's)",
+                f"{p['pct_avg']:.0f}",
+                f"{max(p['per_second'], default=0):.0f}",
+                f"{p['seconds_over_25pct']:,} over 25%",
+                "-",
+            ]
+        )
+    load_avg = d.get("load_average_before"), d.get("load_average_after")
+    cpu = md(["process", "CPU % avg", "max 1 s", "seconds >= 95%", "peak RSS MiB"], rows)
+    return (
+        f"{k6(runs)}\n\nCPU (100 = one core) and memory during the run through nginx"
+        f" ({d.get('k6_wall_s')} s of k6; machine load average before / after:"
+        f" {load_avg[0]} / {load_avg[1]}):\n\n{cpu}"
+    )
+
+
 K6_PREVIOUS = {
     # results of the cffi transport (before the native uWS callbacks), kept for comparison
     "k6_ramp_run1_gogc100": "old transport (00a6217) run 1: GOGC=100, ping 25 s all at once",
@@ -882,7 +941,9 @@ def section(name: str) -> str | None:
     d = load(name)
     if d is None:
         return None
-    if name == "limits":
+    if name.startswith("k6_deploy"):
+        body = k6_deploy(d, beside=name == "k6_deploy_ramp")  # the earlier runs: no repeat
+    elif name == "limits":
         body = limits(d)
     elif name.startswith("lifecycle"):
         body = lifecycle(d)
@@ -951,6 +1012,11 @@ NAMES = [
     "jwt_verify",
     "k6_ramp",
     "sse",
+    "k6_deploy_ramp",
+    "k6_deploy_ramp_run2",
+    "k6_deploy_ramp_contended",
+    "lifecycle_deploy",
+    "lifecycle_redis",
 ]
 
 

@@ -2,11 +2,12 @@
 
     python -m benches all [--quick] [--only a,b] [--skip a,b]
 
-Runs ``jwt_verify``, ``limits``, ``lifecycle`` (1,000 users x 10), ``fanout``,
-``connections``, ``cluster`` and ``peers`` (which needs ``make peers``; it runs it if needed)
-with their defaults (``--quick``: one run each, shorter holds, 10k/50k idle
-connections only) and writes ``benches/results/<name>.json`` for each. A benchmark that fails
-is reported and the others still run; the exit status is non-zero if any failed.
+Runs ``jwt_verify``, ``limits``, ``lifecycle`` (1,000 users x 10), ``lifecycle_deploy``
+(the same through nginx on 2 Redis-backed nodes), ``fanout``, ``connections``, ``cluster`` and
+``peers`` (which needs ``make peers``; it runs it if needed) with their defaults
+(``--quick``: one run each, shorter holds, 10k/50k idle connections only) and writes
+``benches/results/<name>.json`` for each. A benchmark that fails is reported and the others
+still run; the exit status is non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import traceback
 
 from benches import _harness as h
 
+DEPLOY = ["--behind-nginx", "--nodes", "2", "--backend", "redis"]
+ALIASES = {"lifecycle_deploy": "lifecycle"}
+"""Plan names that run another benchmark module (with other arguments)."""
+
 PLAN: list[tuple[str, list[str], list[str]]] = [
-    # name, default args, --quick args
+    # name (a module of benches/, or an ALIASES key), default args, --quick args
     (
         "jwt_verify",
         ["--json", str(h.RESULTS / "jwt_verify.json")],
@@ -27,6 +32,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ),
     ("limits", [], ["--runs", "1"]),
     ("lifecycle", [], ["--runs", "1", "--default-sample", "50"]),
+    ("lifecycle_deploy", DEPLOY, ["--runs", "1", *DEPLOY]),
     ("fanout", [], ["--runs", "1"]),
     ("connections", [], ["--runs", "1", "--sizes", "10000,50000", "--hold", "10"]),
     ("cluster", [], ["--runs", "1", "--pushes", "10000"]),
@@ -52,7 +58,8 @@ def main(argv: list[str]) -> int:
         print(f"\n=== {name} ===", flush=True)
         t0 = time.monotonic()
         try:
-            code = importlib.import_module(f"benches.{name}").main(quick if args.quick else default)
+            module = importlib.import_module(f"benches.{ALIASES.get(name, name)}")
+            code = module.main(quick if args.quick else default)
         except Exception:
             traceback.print_exc()
             code = 1

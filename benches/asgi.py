@@ -68,7 +68,7 @@ class Server:
             self.port, self.pids, self._stop = gw.port, [h.gateway_pid(gw)], gw.stop
             return self
         port = h.free_port()
-        env = h.GatewayProcess(env=h.gateway_settings()).environment()
+        env = h.GatewayProcess(env=h.gateway_env()).environment()
         cmd = [sys.executable, *ASGI_COMMANDS[self.name], "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "pygw.asgi:create_app"]
         log = h.LOG_DIR / f"asgi-bench-{self.name}-{os.getpid()}.log"

@@ -3,8 +3,12 @@
     python -m benches lifecycle [--users N] [--messages M] [--argon2 fast|default]
                                 [--runs R] [--ws-seconds S] [--concurrency C]
                                 [--default-sample K] [--json PATH]
+                                [--behind-nginx] [--nodes N] [--backend memory|redis]
 
-Per run, on a fresh gateway (memory backend, core 0; clients on core 1):
+Per run, on a fresh gateway (memory backend, or ``--backend redis``; core 0; clients on core 1),
+or with ``--behind-nginx`` a fresh deployment (benches/_deploy.py: nginx with
+``docker/nginx.conf`` in front of ``--nodes`` nodes on one redis-server, all on core 0; every
+request and WebSocket goes through nginx, each phase records each process's CPU):
 
 1. register N users (``POST /sessions/register``), C requests in flight (asyncio client);
 2. log them in (``POST /sessions/login``), C in flight; the tokens and session ids feed 3 and 4;
@@ -19,19 +23,26 @@ Per run, on a fresh gateway (memory backend, core 0; clients on core 1):
 measures the gateway, not argon2; login with the default parameters (19 MiB, t=2, p=1) is then
 measured separately with K users (``--default-sample``), gateway on both cores, and reported in
 its own rows. ``--argon2 default`` uses the default parameters throughout (slow by design:
-~40-50 logins/s/core).
+~40-50 logins/s/core). The default-parameter sample runs for one memory-backed process only.
+
+Registration with C in flight: the benchmark gateways queue them (``PYGW_REGISTER_MAX_WAITING``
+raised, benches/_harness.py ``gateway_env``) where production refuses more than 64 waiting per
+process with 429; rate limits are off (every client is 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from benches import _client as c
+from benches import _deploy
 from benches import _harness as h
 from benches import _measure as m
 
@@ -50,53 +61,69 @@ SEED_1K = {
 
 
 def one_run(
-    i: int, users: int, messages: int, argon2: str, concurrency: int, ws_seconds: float, tmp: Path
+    i: int, args: argparse.Namespace, ws_seconds: float, tmp: Path
 ) -> dict[str, dict[str, float]]:
+    users, messages, concurrency = args.users, args.messages, args.concurrency
     prefix = f"lc{i}_"
-    gw = h.start_gateway(argon2=argon2, name="lifecycle")
     out: dict[str, dict[str, float]] = {}
-    try:
-        pid = h.gateway_pid(gw)
+    system = _deploy.system_under_test(
+        behind_nginx=args.behind_nginx,
+        nodes=args.nodes,
+        backend=args.backend,
+        argon2=args.argon2,
+        name="lifecycle",
+    )
+    with system as (port, servers):
+        pids = [pid for group in servers.values() for pid in group]
         h.wait_quiet()
 
         async def auth() -> tuple[c.Phase, c.Phase]:
             reg = await c.run_phase(
-                "register", "127.0.0.1", gw.port, c.register_requests(prefix, users), concurrency
+                "register", "127.0.0.1", port, c.register_requests(prefix, users), concurrency
             )
             log = await c.run_phase(
-                "login", "127.0.0.1", gw.port, c.login_requests(prefix, users), concurrency
+                "login", "127.0.0.1", port, c.login_requests(prefix, users), concurrency
             )
             return reg, log
 
-        with h.CPUSampler([pid]) as sampler:
-            import time
-
+        groups = {name: h.CPUSampler(group) for name, group in servers.items()}
+        with h.CPUSampler(pids) as sampler, contextlib.ExitStack() as stack:
+            for group in groups.values():
+                stack.enter_context(group)
             t0 = time.monotonic()
             reg, log = asyncio.run(auth())
             t1 = time.monotonic()
-        out["register"] = reg.summary()
-        out["login"] = log.summary()
-        out["register"]["server_cpu_pct"] = out["login"]["server_cpu_pct"] = sampler.pct(t0, t1)
+        cpu = {
+            "server_cpu_pct": sampler.pct(t0, t1),
+            **{f"cpu_pct.{name}": group.pct(t0, t1) for name, group in groups.items()},
+        }
+        core0 = sampler.core_pct(t0, t1)[min(h.GATEWAY_CPUS)]
+        cpu["foreign_cpu_pct_core0"] = round(max(0.0, core0 - cpu["server_cpu_pct"]), 1)
+        out["register"] = {**reg.summary(), **cpu}
+        out["login"] = {**log.summary(), **cpu}
         creds = c.write_creds(tmp / f"{prefix}creds.jsonl", c.creds_from_logins(log, prefix))
         n = sum(1 for _ in creds.open())
-        url = f"http://127.0.0.1:{gw.port}/sessions/update/{{sid}}"
+        url = f"http://127.0.0.1:{port}/sessions/update/{{sid}}"
+
         http = h.clean_run(
             lambda: m.http_load(
                 url,
-                [pid],
+                pids,
                 conns=n,
                 requests=n * messages,
                 body='{"data":{"k":{id}}}',
                 headers=["Authorization: Bearer {token}"],
                 creds=creds,
+                groups=servers,
             )
         )
         http["throughput_per_s"] = http.pop("requests_per_s")
         out["http_updates"] = http
+
         ws = h.clean_run(
             lambda: m.ws_rtt(
-                gw.port,
-                [pid],
+                port,
+                pids,
                 frame=m.UPDATE_API_KEY,
                 expect="ack",
                 creds=creds,
@@ -104,6 +131,7 @@ def one_run(
                 depth=1,
                 duration=ws_seconds,
                 warmup=0.5,
+                groups=servers,
             )
         )
         ws["throughput_per_s"] = ws.pop("round_trips_per_s")
@@ -119,8 +147,6 @@ def one_run(
             "p99_ms": ws["connect_p99_ms"],
             "success_rate": ws["connected"] / n if n else 0.0,
         }
-    finally:
-        gw.stop()
     return out
 
 
@@ -132,8 +158,6 @@ def default_params_login(sample: int, concurrency: int) -> dict[str, dict[str, f
         h.wait_quiet()
         pid = h.gateway_pid(gw)
         with h.CPUSampler([pid]) as sampler:
-            import time
-
             t0 = time.monotonic()
             _, reg, log = c.create_accounts(gw.port, sample, "ad_", concurrency=concurrency)
             t1 = time.monotonic()
@@ -167,7 +191,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ws-seconds", type=float, default=0.0, help="0 = auto")
     parser.add_argument("--default-sample", type=int, default=200)
     parser.add_argument("--json", type=Path)
+    _deploy.add_system_arguments(parser)
     args = parser.parse_args(argv)
+    _deploy.check_system_arguments(parser, args)
     h.raise_nofile()
     h.ensure_loadgen()
     os.sched_setaffinity(0, h.CLIENT_CPUS)
@@ -177,11 +203,10 @@ def main(argv: list[str]) -> int:
     per_phase: dict[str, list[dict[str, float]]] = {}
     for i in range(args.runs):
         print(f"[run {i + 1}/{args.runs}] {args.users} users x {args.messages}", flush=True)
-        for phase, values in one_run(
-            i, args.users, args.messages, args.argon2, args.concurrency, ws_seconds, tmp
-        ).items():
+        for phase, values in one_run(i, args, ws_seconds, tmp).items():
             per_phase.setdefault(phase, []).append(values)
-    if args.argon2 == "fast" and args.default_sample:
+    plain = not args.behind_nginx and args.backend == "memory"
+    if args.argon2 == "fast" and args.default_sample and plain:
         print(f"default-argon2 register/login of {args.default_sample} users", flush=True)
         for phase, values in default_params_login(args.default_sample, 64).items():
             per_phase.setdefault(phase, []).append(values)
@@ -225,8 +250,9 @@ def main(argv: list[str]) -> int:
             rows,
         )
     )
+    name = "lifecycle" + ("" if plain else "_deploy" if args.behind_nginx else f"_{args.backend}")
     h.write_results(
-        "lifecycle" if args.users == 1000 else f"lifecycle_{args.users}",
+        name if args.users == 1000 else f"{name}_{args.users}",
         {
             "config": {
                 "users": args.users,
@@ -235,7 +261,8 @@ def main(argv: list[str]) -> int:
                 "runs": args.runs,
                 "concurrency": args.concurrency,
                 "ws_seconds": ws_seconds,
-                "default_sample": args.default_sample,
+                "default_sample": args.default_sample if plain else 0,
+                "system": _deploy.describe(args),
             },
             "seed": seed,
             "results": results,

@@ -14,6 +14,9 @@ import { createAccounts, session, thresholds } from './lib.js';
 
 const PEAK = Number(__ENV.PEAK || 10000);
 const s = (f) => Math.round(PEAK * f);
+// TIME_SCALE (default 1) multiplies every stage's duration: 0.1 is a ~35 s rehearsal of the profile.
+const SCALE = Number(__ENV.TIME_SCALE || 1);
+const d = (seconds) => `${Math.max(1, Math.round(seconds * SCALE))}s`;
 
 export const options = {
   scenarios: {
@@ -21,14 +24,14 @@ export const options = {
       executor: 'ramping-vus',
       startVUs: 0,
       stages: [
-        { duration: '30s', target: s(0.1) },
-        { duration: '30s', target: s(0.2) },
-        { duration: '30s', target: s(0.4) },
-        { duration: '30s', target: s(0.6) },
-        { duration: '30s', target: s(0.8) },
-        { duration: '30s', target: s(1.0) },
-        { duration: '2m', target: s(1.0) },
-        { duration: '30s', target: 0 },
+        { duration: d(30), target: s(0.1) },
+        { duration: d(30), target: s(0.2) },
+        { duration: d(30), target: s(0.4) },
+        { duration: d(30), target: s(0.6) },
+        { duration: d(30), target: s(0.8) },
+        { duration: d(30), target: s(1.0) },
+        { duration: d(120), target: s(1.0) },
+        { duration: d(30), target: 0 },
       ],
       gracefulRampDown: '65s',
       gracefulStop: '65s',

@@ -40,9 +40,19 @@ def http_client(
 
 
 class Deployment:
-    """nginx + ``nodes`` gateways + Redis. Node ``i`` is ``PYGW_GATEWAY_ID=node-<i>``."""
+    """nginx + ``nodes`` gateways + Redis. Node ``i`` is ``PYGW_GATEWAY_ID=node-<i>``.
 
-    def __init__(self, log_dir: Path, *, nodes: int = 3, env: dict[str, str] | None = None):
+    The redis-server starts at once (the nodes and nginx in :meth:`start`). ``nginx_listen``:
+    parameters for nginx's loopback listen line (:class:`NginxServer`'s ``listen_options``)."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        nodes: int = 3,
+        env: dict[str, str] | None = None,
+        nginx_listen: str = "",
+    ):
         self.log_dir = log_dir
         self.env = {"PYGW_TRUSTED_PROXIES": PROXY_ADDRESS, **(env or {})}
         self.redis = RedisServer()
@@ -54,7 +64,9 @@ class Deployment:
             )
             for i in range(nodes)
         ]
-        self.nginx = NginxServer([f"127.0.0.1:{node.port}" for node in self.nodes])
+        self.nginx = NginxServer(
+            [f"127.0.0.1:{node.port}" for node in self.nodes], listen_options=nginx_listen
+        )
 
     @property
     def url(self) -> str:

@@ -80,10 +80,18 @@ class NginxServer:
     """Debian's nginx with ``docker/nginx.conf`` on 127.0.0.1:<port> in front of ``servers``."""
 
     def __init__(
-        self, servers: Sequence[str], *, port: int | None = None, template: Path = NGINX_CONF
+        self,
+        servers: Sequence[str],
+        *,
+        port: int | None = None,
+        template: Path = NGINX_CONF,
+        listen_options: str = "",
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pygw-nginx-"))
         self.port = port or free_port()
+        self.listen_options = listen_options
+        """Parameters of the loopback listen line, e.g. ``reuseport`` (one accept queue per
+        worker, so the kernel spreads connections evenly over the workers)."""
         self.servers = list(servers)
         self.template = template
         self.conf_path = self.dir / "nginx.conf"
@@ -107,7 +115,7 @@ class NginxServer:
             (self.dir / name).mkdir(exist_ok=True)
         text = render_config(
             self.template.read_text(),
-            listen=f"127.0.0.1:{self.port}",
+            listen=f"127.0.0.1:{self.port} {self.listen_options}".strip(),
             servers=self.servers,
             temp_dir=self.dir,
         )

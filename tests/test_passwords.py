@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from pygw.auth.passwords import PasswordHasher
+from pygw.config import ConfigError, Settings
 from pygw.core.errors import TooManyRequests
 
 
@@ -129,3 +130,11 @@ async def test_registrations_beyond_the_waiting_bound_are_refused() -> None:
         assert (await hasher.hash_bounded("later")).startswith("$argon2id$")
     finally:
         hasher.close()
+
+
+def test_the_waiting_bound_is_a_setting() -> None:
+    """PYGW_REGISTER_MAX_WAITING sets the bound above (default 64); a negative one is refused."""
+    assert Settings.from_env({}).register_max_waiting == 64
+    assert Settings.from_env({"PYGW_REGISTER_MAX_WAITING": "500"}).register_max_waiting == 500
+    with pytest.raises(ConfigError, match="PYGW_REGISTER_MAX_WAITING must be >= 0"):
+        Settings.from_env({"PYGW_REGISTER_MAX_WAITING": "-1"})

@@ -115,6 +115,8 @@ class Settings:
     argon2_parallelism: int = 1
     password_threads: int = 0
     """Threads hashing passwords; 0 = one per CPU core."""
+    register_max_waiting: int = 64
+    """Registrations queued for a hashing slot before more are refused with 429 (per process)."""
     ping_interval: float = 25.0
     inactivity_timeout: float = 60.0
     ws_max_message_bytes: int = 64 * 1024
@@ -262,6 +264,7 @@ class Settings:
         num("PYGW_ARGON2_MEMORY_KIB", int, "argon2_memory_kib")
         num("PYGW_ARGON2_PARALLELISM", int, "argon2_parallelism")
         num("PYGW_PASSWORD_THREADS", int, "password_threads")
+        num("PYGW_REGISTER_MAX_WAITING", int, "register_max_waiting")
         num("PYGW_PING_INTERVAL", float, "ping_interval")
         num("PYGW_INACTIVITY_TIMEOUT", float, "inactivity_timeout")
         num("PYGW_WS_MAX_MESSAGE_BYTES", int, "ws_max_message_bytes")
@@ -377,6 +380,8 @@ class Settings:
             raise ConfigError("PYGW_WS_COMPRESSION must be off, shared or dedicated")
         if not (1 <= self.password_min_length <= 1024):
             raise ConfigError("PYGW_PASSWORD_MIN_LENGTH must be between 1 and 1024")
+        if self.register_max_waiting < 0:
+            raise ConfigError("PYGW_REGISTER_MAX_WAITING must be >= 0")
         if self.email_check not in ("strict", "off"):
             raise ConfigError("PYGW_EMAIL_CHECK must be strict or off")
         if self.redis_cluster and not self.redis_url:

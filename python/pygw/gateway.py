@@ -137,6 +137,7 @@ class Gateway:
             memory_kib=s.argon2_memory_kib,
             parallelism=s.argon2_parallelism,
             threads=s.password_threads,
+            max_waiting=s.register_max_waiting,
         )
         self.tokens = TokenService(s)
         self.policy = ChannelPolicy(orjson.dumps(s.namespaces), s.allow_unknown_namespaces)
