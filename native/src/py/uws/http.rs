@@ -10,13 +10,13 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::{
-    current, extract_headers, guard, out_slice, plain_error, slice, Deferred, HttpConfig, Inflight,
-    Link, Reply, Server, JSON,
+    current, extract_headers, guard, out_slice, plain_error, slice, write_head, Deferred,
+    HttpConfig, Inflight, Link, Reply, Server, JSON,
 };
 use crate::uws::ffi::{Api, Ptr, Uws, SSL};
 use crate::uws::http::{
     body_plan, has_prefix, hostless_head, latin1, method_upper, plain_error_body, raw_response,
-    split_url, status_line, stuck_head, Body, BodyPlan, Framing, HeaderList,
+    split_url, stuck_head, Body, BodyPlan, Framing, HeaderList,
 };
 use crate::uws::slab::Key;
 
@@ -138,29 +138,9 @@ extern "C" fn write_head_corked(res: Ptr, user_data: Ptr) {
         // for the (synchronous) cork; res is its live response.
         unsafe {
             let (api, head) = *user_data.cast::<(&Api, &StreamHead<'_>)>();
-            let uws = &api.uws;
-            let status = status_line(head.status);
-            (uws.uws_res_write_status)(SSL, res, status.as_ptr().cast(), status.len());
-            for (name, value) in head.headers {
-                (uws.uws_res_write_header)(
-                    SSL,
-                    res,
-                    name.as_ptr().cast(),
-                    name.len(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                );
-            }
-            (uws.uws_res_write_header)(
-                SSL,
-                res,
-                c"Content-Type".as_ptr(),
-                12,
-                head.content_type.as_ptr().cast(),
-                head.content_type.len(),
-            );
+            write_head(api, res, head.status, head.headers, head.content_type);
             // The first write adds `Transfer-Encoding: chunked`.
-            (uws.uws_res_write)(SSL, res, head.first.as_ptr().cast(), head.first.len());
+            (api.uws.uws_res_write)(SSL, res, head.first.as_ptr().cast(), head.first.len());
         }
     });
 }

@@ -747,6 +747,43 @@ impl Link {
 pub(crate) const JSON: &[u8] = b"application/json";
 
 /// A whole HTTP response.
+/// A response's head: the status line first (uWS writes `200 OK` if a header
+/// comes first), the extra headers, then Content-Type unless it is empty.
+///
+/// # Safety
+/// `res` must be a live response whose head has not been written.
+pub(crate) unsafe fn write_head(
+    api: &Api,
+    res: Ptr,
+    status: i64,
+    headers: &[(Vec<u8>, Vec<u8>)],
+    content_type: &[u8],
+) {
+    let uws = &api.uws;
+    let status = status_line(status);
+    (uws.uws_res_write_status)(SSL, res, status.as_ptr().cast(), status.len());
+    for (name, value) in headers {
+        (uws.uws_res_write_header)(
+            SSL,
+            res,
+            name.as_ptr().cast(),
+            name.len(),
+            value.as_ptr().cast(),
+            value.len(),
+        );
+    }
+    if !content_type.is_empty() {
+        (uws.uws_res_write_header)(
+            SSL,
+            res,
+            c"Content-Type".as_ptr(),
+            12,
+            content_type.as_ptr().cast(),
+            content_type.len(),
+        );
+    }
+}
+
 pub(crate) struct Reply<'a> {
     pub status: i64,
     pub body: &'a [u8],
@@ -764,28 +801,7 @@ impl Reply<'_> {
     /// `res` must be a live response that has not been answered.
     unsafe fn write(&self, api: &Api, res: Ptr) {
         let uws = &api.uws;
-        let status = status_line(self.status);
-        (uws.uws_res_write_status)(SSL, res, status.as_ptr().cast(), status.len());
-        for (name, value) in self.headers {
-            (uws.uws_res_write_header)(
-                SSL,
-                res,
-                name.as_ptr().cast(),
-                name.len(),
-                value.as_ptr().cast(),
-                value.len(),
-            );
-        }
-        if !self.content_type.is_empty() {
-            (uws.uws_res_write_header)(
-                SSL,
-                res,
-                c"Content-Type".as_ptr(),
-                12,
-                self.content_type.as_ptr().cast(),
-                self.content_type.len(),
-            );
-        }
+        write_head(api, res, self.status, self.headers, self.content_type);
         (uws.uws_res_end)(
             SSL,
             res,
